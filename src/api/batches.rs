@@ -1,0 +1,215 @@
+//! The batch endpoints: create, retrieve, cancel, list.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+
+use super::extract::{Body, QueryParams};
+use super::{ApiError, AppState};
+use crate::domain::idempotency::random_batch_id;
+use crate::domain::{
+    Batch, BatchId, BatchStatus, CreateBatch, Fingerprint, IdempotencyKey, TenantId, Transition,
+    ValidationError,
+};
+use crate::store::{BatchRecord, CreateOutcome, ListOutcome, TransitionOutcome};
+
+/// Set on a create answered from an earlier request with the same key (Stripe's name).
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// `POST /v1/batches`: one conditional write decides between create and replay.
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let request = CreateBatch::from_json(&body)?;
+    let key = idempotency_key(&headers, request.idempotency_key.as_deref())?;
+    let id = match &key {
+        Some(key) => key.batch_id(&tenant),
+        None => random_batch_id(),
+    };
+    let now_ms = state.clock.now_ms();
+    let created_at = now_ms.div_euclid(1000);
+    let record = BatchRecord {
+        batch: request.new_batch(&id, created_at),
+        fingerprint: Fingerprint::of(&request),
+        output_expires_after: request.output_expires_after.clone(),
+        created_ms: now_ms,
+        purge_at: created_at + state.retention_secs,
+        tenant,
+    };
+    match state.store.create(&record, created_at).await? {
+        CreateOutcome::Created => {
+            tracing::info!(batch_id = %record.batch.id, tenant = %record.tenant, "batch created");
+            Ok(Json(record.batch).into_response())
+        }
+        CreateOutcome::Existing(existing) => match key {
+            Some(_) if existing.fingerprint == record.fingerprint => {
+                let mut response = Json(existing.batch).into_response();
+                response
+                    .headers_mut()
+                    .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+                Ok(response)
+            }
+            Some(key) => Err(ApiError::IdempotencyConflict {
+                key: key.to_string(),
+            }),
+            // A random 128-bit id collided: not the client's doing.
+            None => Err(ApiError::Store(crate::store::StoreError::Corrupt(format!(
+                "random batch id {} collided",
+                record.batch.id
+            )))),
+        },
+    }
+}
+
+/// The key may come in the body (llama-stack, the OpenAI SDK's `extra_body`) or
+/// in the `Idempotency-Key` header (IETF, Stripe); both at once must agree.
+fn idempotency_key(
+    headers: &HeaderMap,
+    from_body: Option<&str>,
+) -> Result<Option<IdempotencyKey>, ValidationError> {
+    let from_body = from_body.map(IdempotencyKey::parse).transpose()?;
+    let from_header = headers
+        .get("idempotency-key")
+        .map(|value| IdempotencyKey::from_header(value.as_bytes()))
+        .transpose()?;
+    match (from_body, from_header) {
+        (Some(body), Some(header)) if body != header => Err(ValidationError::invalid_value(
+            "idempotency_key",
+            "The 'idempotency_key' body field and the 'Idempotency-Key' header differ. Send one, or the same key in both.".to_string(),
+        )),
+        (body, header) => Ok(body.or(header)),
+    }
+}
+
+/// `GET /v1/batches/{batch_id}`
+pub async fn retrieve(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Batch>, ApiError> {
+    let id = batch_id(path)?;
+    let now = state.clock.now_secs();
+    match state.store.get(&tenant, &id, now).await? {
+        Some(record) => Ok(Json(record.batch)),
+        None => Err(ApiError::BatchNotFound(id.to_string())),
+    }
+}
+
+/// `POST /v1/batches/{batch_id}/cancel`: `validating` or `in_progress` → `cancelling`.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Batch>, ApiError> {
+    let id = batch_id(path)?;
+    let now = state.clock.now_secs();
+    match state
+        .store
+        .transition(&tenant, &id, Transition::cancel(now), now)
+        .await?
+    {
+        TransitionOutcome::Applied(batch) => {
+            tracing::info!(batch_id = %id, tenant = %tenant, "batch cancelling");
+            Ok(Json(*batch))
+        }
+        // Cancelling twice is not an error: the first cancel already won.
+        TransitionOutcome::Refused(batch)
+            if matches!(
+                batch.status,
+                BatchStatus::Cancelling | BatchStatus::Cancelled
+            ) =>
+        {
+            Ok(Json(*batch))
+        }
+        TransitionOutcome::Refused(batch) => Err(ApiError::CannotCancel {
+            id: id.to_string(),
+            status: batch.status,
+        }),
+        TransitionOutcome::NotFound => Err(ApiError::BatchNotFound(id.to_string())),
+    }
+}
+
+fn batch_id(path: Result<Path<String>, PathRejection>) -> Result<BatchId, ApiError> {
+    let Path(raw) = path.map_err(|_| ApiError::BatchNotFound(String::new()))?;
+    // An id we could never have issued is unknown without asking the store.
+    BatchId::parse(&raw).ok_or(ApiError::BatchNotFound(raw))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchList {
+    object: &'static str,
+    data: Vec<Batch>,
+    first_id: Option<String>,
+    last_id: Option<String>,
+    has_more: bool,
+}
+
+pub const DEFAULT_LIST_LIMIT: usize = 20;
+pub const MAX_LIST_LIMIT: usize = 100;
+
+/// `GET /v1/batches?after=&limit=`: newest first, one store page per call.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<TenantId>,
+    QueryParams(params): QueryParams<ListParams>,
+) -> Result<Json<BatchList>, ApiError> {
+    let limit = match params.limit.as_deref() {
+        None => DEFAULT_LIST_LIMIT,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ValidationError::invalid_value(
+                    "limit",
+                    format!(
+                        "Invalid 'limit': expected an integer from 1 to {MAX_LIST_LIMIT}, but got '{}'.",
+                        text.chars().take(32).collect::<String>()
+                    ),
+                )
+            })?,
+    };
+    let unknown_cursor = |after: &str| {
+        ValidationError::invalid_value(
+            "after",
+            format!(
+                "Invalid 'after': no batch '{}' to list after.",
+                after.chars().take(100).collect::<String>()
+            ),
+        )
+    };
+    let after = match params.after.as_deref() {
+        None => None,
+        Some(text) => Some(BatchId::parse(text).ok_or_else(|| unknown_cursor(text))?),
+    };
+    let now = state.clock.now_secs();
+    match state
+        .store
+        .list(&tenant, after.as_ref(), limit, now)
+        .await?
+    {
+        ListOutcome::UnknownCursor => {
+            Err(unknown_cursor(after.as_ref().map_or("", |a| a.as_str())).into())
+        }
+        ListOutcome::Page { batches, has_more } => Ok(Json(BatchList {
+            object: "list",
+            first_id: batches.first().map(|b| b.id.clone()),
+            last_id: batches.last().map(|b| b.id.clone()),
+            // A page is never empty while more follow: the SDK would stop paging.
+            has_more: has_more && !batches.is_empty(),
+            data: batches,
+        })),
+    }
+}

@@ -1,0 +1,105 @@
+//! The one place where errors become HTTP: the OpenAI error envelope
+//! `{"error": {"message", "type", "param", "code"}}`.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::domain::{BatchStatus, ValidationError};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.")]
+    Unauthorized,
+    #[error("Batch '{0}' not found")]
+    BatchNotFound(String),
+    #[error("Invalid URL ({method} {path})")]
+    UnknownRoute { method: String, path: String },
+    #[error("Method {method} is not allowed for {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("Request body too large: the limit is {limit} bytes.")]
+    PayloadTooLarge { limit: usize },
+    #[error("Idempotency key '{key}' was previously used with different parameters. Either use a new idempotency key or ensure all parameters match the original request.")]
+    IdempotencyConflict { key: String },
+    #[error("Cannot cancel batch '{id}' with status '{status}'")]
+    CannotCancel { id: String, status: BatchStatus },
+    #[error("internal storage error")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::BatchNotFound(_) | Self::UnknownRoute { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::IdempotencyConflict { .. } | Self::CannotCancel { .. } => StatusCode::CONFLICT,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> Option<&'static str> {
+        match self {
+            Self::Invalid(e) => Some(e.code),
+            Self::Unauthorized => Some("invalid_api_key"),
+            Self::BatchNotFound(_) => Some("not_found"),
+            Self::UnknownRoute { .. } => Some("unknown_url"),
+            Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
+            Self::PayloadTooLarge { .. } => Some("request_too_large"),
+            Self::IdempotencyConflict { .. } => Some("idempotency_key_reused"),
+            Self::CannotCancel { .. } => Some("invalid_status"),
+            Self::Store(_) => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (kind, message) = match &self {
+            // The cause is logged here, once, and never sent to the client.
+            Self::Store(cause) => {
+                tracing::error!(error = %ErrorChain(cause), "request failed");
+                (
+                    "server_error",
+                    "The server had an error while processing your request.".to_string(),
+                )
+            }
+            other => ("invalid_request_error", other.to_string()),
+        };
+        let param = match &self {
+            Self::Invalid(e) => e.param.clone(),
+            _ => None,
+        };
+        let body = json!({"error": {"message": message, "type": kind, "param": param, "code": self.code()}});
+        let mut response = (status, Json(body)).into_response();
+        // The official SDKs retry 409s unless told not to; these can never succeed on retry.
+        if status == StatusCode::CONFLICT {
+            response
+                .headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        response
+    }
+}
+
+/// Renders an error with its whole source chain on one line.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}

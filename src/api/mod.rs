@@ -1,0 +1,71 @@
+//! The axum `Router`: one for Lambda (`lambda_http::run`) and the local server.
+
+pub mod auth;
+pub mod batches;
+pub mod error;
+pub mod extract;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use auth::Authenticator;
+pub use error::ApiError;
+
+use crate::clock::Clock;
+use crate::store::BatchStore;
+
+/// Everything a handler needs, built once at start-up.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn BatchStore>,
+    pub clock: Arc<dyn Clock>,
+    pub auth: Arc<Authenticator>,
+    /// How long a batch record, and with it its idempotency key, is kept.
+    pub retention_secs: i64,
+}
+
+/// A create body is at most ~10 KB (16 metadata pairs of 64 + 512 characters);
+/// anything far beyond is a mistake or an attack.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/batches", post(batches::create).get(batches::list))
+        .route("/v1/batches/{batch_id}", get(batches::retrieve))
+        .route("/v1/batches/{batch_id}/cancel", post(batches::cancel))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    Router::new()
+        .merge(api)
+        .route("/health", get(health))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::custom(extract::panic_response))
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::UnknownRoute {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}

@@ -1,0 +1,14 @@
+//! The pure domain: batch model, status machine, create-request validation and
+//! the idempotency fingerprint. No I/O, no HTTP, no AWS types.
+
+pub mod batch;
+pub mod create;
+pub mod idempotency;
+pub mod tenant;
+pub mod validation;
+
+pub use batch::{Batch, BatchId, BatchStatus, RequestCounts, Transition};
+pub use create::{CreateBatch, Endpoint, OutputExpiresAfter};
+pub use idempotency::{Fingerprint, IdempotencyKey};
+pub use tenant::TenantId;
+pub use validation::ValidationError;

@@ -1,0 +1,13 @@
+//! lambda-batches: an OpenAI-compatible Batch API.
+//!
+//! Data flows one way: a request enters [`api`], becomes a [`domain`] value, goes
+//! through a [`store`] port and comes back as a domain value that `api` renders.
+//! [`app`] is the composition root shared by the Lambda and local entrypoints.
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod store;
+pub mod telemetry;

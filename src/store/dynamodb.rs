@@ -1,0 +1,403 @@
+//! The DynamoDB adapter: one item per batch, keyed by (`tenant`, `id`).
+//!
+//! Table and index are defined in `template.yaml`, the single source of truth:
+//! key `tenant` (HASH) + `id` (RANGE); GSI `tenant-created-index` on `tenant` +
+//! `created_order`; TTL on `purge_at`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::{BoxError, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::Client;
+use serde::{Deserialize, Serialize};
+
+use super::{BatchRecord, BatchStore, CreateOutcome, ListOutcome, StoreError, TransitionOutcome};
+use crate::domain::{Batch, BatchId, Fingerprint, OutputExpiresAfter, TenantId, Transition};
+
+type Item = HashMap<String, AttributeValue>;
+
+pub const CREATED_INDEX: &str = "tenant-created-index";
+
+/// Counts every HTTP request the client sends (retries included), so tests and
+/// benchmarks can assert round trips per API call.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounter(Arc<AtomicU64>);
+
+impl RequestCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    requests: RequestCounter,
+}
+
+/// The attributes a record stores beside the Batch object's own fields.
+#[derive(Serialize, Deserialize)]
+struct RecordAttributes {
+    tenant: TenantId,
+    fingerprint: Fingerprint,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    output_expires_after: Option<OutputExpiresAfter>,
+    created_order: String,
+    purge_at: i64,
+}
+
+impl DynamoStore {
+    /// Builds the client once (at init), with the request counter installed.
+    pub fn new(sdk_config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        let requests = RequestCounter::default();
+        let config = aws_sdk_dynamodb::config::Builder::from(sdk_config)
+            .interceptor(requests.clone())
+            .build();
+        Self {
+            client: Client::from_conf(config),
+            table: table.into(),
+            requests,
+        }
+    }
+
+    /// DynamoDB requests sent so far by this store.
+    pub fn requests(&self) -> &RequestCounter {
+        &self.requests
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn key(tenant: &str, id: &str) -> Item {
+        HashMap::from([
+            ("tenant".to_string(), AttributeValue::S(tenant.to_string())),
+            ("id".to_string(), AttributeValue::S(id.to_string())),
+        ])
+    }
+
+    async fn get_item(
+        &self,
+        tenant: &str,
+        id: &str,
+        now_secs: i64,
+    ) -> Result<Option<BatchRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_error("GetItem", e))?;
+        live_record(output.item, now_secs)
+    }
+}
+
+fn dynamo_error<E>(
+    operation: &'static str,
+    error: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> StoreError
+where
+    aws_sdk_dynamodb::Error: From<SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
+{
+    StoreError::DynamoDb {
+        operation,
+        source: Box::new(aws_sdk_dynamodb::Error::from(error)),
+    }
+}
+
+fn corrupt(e: serde_dynamo::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn to_item(record: &BatchRecord) -> Result<Item, StoreError> {
+    let mut item: Item = serde_dynamo::to_item(&record.batch).map_err(corrupt)?;
+    // Unset Batch fields are left out rather than stored as NULL: smaller items,
+    // and absent reads back as `None` all the same.
+    item.retain(|_, value| !matches!(value, AttributeValue::Null(_)));
+    let attributes = RecordAttributes {
+        tenant: record.tenant.clone(),
+        fingerprint: record.fingerprint.clone(),
+        output_expires_after: record.output_expires_after.clone(),
+        created_order: record.created_order(),
+        purge_at: record.purge_at,
+    };
+    let extra: Item = serde_dynamo::to_item(&attributes).map_err(corrupt)?;
+    item.extend(extra);
+    Ok(item)
+}
+
+fn from_item(item: Item) -> Result<BatchRecord, StoreError> {
+    let attributes: RecordAttributes = serde_dynamo::from_item(item.clone()).map_err(corrupt)?;
+    let batch: Batch = serde_dynamo::from_item(item).map_err(corrupt)?;
+    let created_ms = attributes
+        .created_order
+        .split_once('#')
+        .and_then(|(ms, _)| ms.parse().ok())
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!("bad created_order {:?}", attributes.created_order))
+        })?;
+    Ok(BatchRecord {
+        tenant: attributes.tenant,
+        batch,
+        fingerprint: attributes.fingerprint,
+        output_expires_after: attributes.output_expires_after,
+        created_ms,
+        purge_at: attributes.purge_at,
+    })
+}
+
+/// DynamoDB's TTL deletes late (typically within two days), so a record past
+/// `purge_at` is treated as absent by every read.
+fn live_record(item: Option<Item>, now_secs: i64) -> Result<Option<BatchRecord>, StoreError> {
+    Ok(item
+        .map(from_item)
+        .transpose()?
+        .filter(|record| record.is_live(now_secs)))
+}
+
+fn number(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// The conditional-write fallbacks re-read at most this often before giving up;
+/// each retry means another writer changed the item in between.
+const MAX_ATTEMPTS: usize = 3;
+
+#[async_trait]
+impl BatchStore for DynamoStore {
+    async fn create(
+        &self,
+        record: &BatchRecord,
+        now_secs: i64,
+    ) -> Result<CreateOutcome, StoreError> {
+        let item = to_item(record)?;
+        for _ in 0..MAX_ATTEMPTS {
+            // One conditional put decides create versus replay atomically. A purged
+            // record (past its TTL but not yet deleted) may be taken over.
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(id) OR purge_at <= :now")
+                .expression_attribute_values(":now", number(now_secs))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let returned = match result {
+                Ok(_) => return Ok(CreateOutcome::Created),
+                Err(SdkError::ServiceError(failure)) => match failure.into_err() {
+                    PutItemError::ConditionalCheckFailedException(e) => e.item,
+                    other => {
+                        return Err(StoreError::DynamoDb {
+                            operation: "PutItem",
+                            source: Box::new(aws_sdk_dynamodb::Error::from(other)),
+                        })
+                    }
+                },
+                Err(other) => return Err(dynamo_error("PutItem", other)),
+            };
+            // DynamoDB and moto return the winner with the failure; dynalite does
+            // not, so read it once, strongly consistent.
+            let existing = match returned {
+                Some(item) => Some(from_item(item)?),
+                None => {
+                    self.get_item(record.tenant.as_str(), &record.batch.id, now_secs)
+                        .await?
+                }
+            };
+            if let Some(existing) = existing {
+                return Ok(CreateOutcome::Existing(Box::new(existing)));
+            }
+            // The blocking record vanished (purged) in between: try the put again.
+        }
+        Err(StoreError::Corrupt(format!(
+            "batch {} kept changing during create",
+            record.batch.id
+        )))
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        now_secs: i64,
+    ) -> Result<Option<BatchRecord>, StoreError> {
+        self.get_item(tenant.as_str(), id.as_str(), now_secs).await
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        after: Option<&BatchId>,
+        limit: usize,
+        now_secs: i64,
+    ) -> Result<ListOutcome, StoreError> {
+        let start_key = match after {
+            None => None,
+            Some(after) => match self
+                .get_item(tenant.as_str(), after.as_str(), now_secs)
+                .await?
+            {
+                None => return Ok(ListOutcome::UnknownCursor),
+                // A GSI cursor holds the table key and the index key.
+                Some(record) => {
+                    let mut key = Self::key(tenant.as_str(), after.as_str());
+                    key.insert(
+                        "created_order".into(),
+                        AttributeValue::S(record.created_order()),
+                    );
+                    Some(key)
+                }
+            },
+        };
+        // One item more than asked for tells whether another page exists.
+        let fetch = i32::try_from(limit).unwrap_or(i32::MAX - 1) + 1;
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(CREATED_INDEX)
+            .key_condition_expression("tenant = :tenant")
+            .expression_attribute_values(":tenant", AttributeValue::S(tenant.to_string()))
+            .scan_index_forward(false)
+            .limit(fetch)
+            .set_exclusive_start_key(start_key)
+            .send()
+            .await
+            .map_err(|e| dynamo_error("Query", e))?;
+        // purge_at is created_at plus a fixed retention, so purged records are the
+        // oldest ones: the live records are a prefix of this newest-first page.
+        let mut batches = Vec::with_capacity(limit + 1);
+        for item in output.items.unwrap_or_default() {
+            let record = from_item(item)?;
+            if !record.is_live(now_secs) {
+                break;
+            }
+            batches.push(record.batch);
+        }
+        let has_more = batches.len() > limit;
+        batches.truncate(limit);
+        Ok(ListOutcome::Page { batches, has_more })
+    }
+
+    async fn transition(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        transition: Transition,
+        now_secs: i64,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let mut names = HashMap::from([("#status".to_string(), "status".to_string())]);
+        let mut values = HashMap::from([
+            (
+                ":to".to_string(),
+                AttributeValue::S(transition.to.as_str().into()),
+            ),
+            (":now".to_string(), number(now_secs)),
+        ]);
+        let mut update = "SET #status = :to".to_string();
+        if let Some(field) = transition.to.timestamp_field() {
+            names.insert("#stamp".into(), field.into());
+            values.insert(":at".into(), number(transition.at));
+            update.push_str(", #stamp = :at");
+        }
+        let mut allowed = Vec::with_capacity(transition.from.len());
+        for (i, status) in transition.from.iter().enumerate() {
+            let placeholder = format!(":from{i}");
+            values.insert(
+                placeholder.clone(),
+                AttributeValue::S(status.as_str().into()),
+            );
+            allowed.push(placeholder);
+        }
+        // The expected current status is the guard: a transition racing another
+        // one cannot overwrite it.
+        let condition = format!(
+            "attribute_exists(id) AND purge_at > :now AND #status IN ({})",
+            allowed.join(", ")
+        );
+
+        for _ in 0..MAX_ATTEMPTS {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
+                .update_expression(&update)
+                .condition_expression(&condition)
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let returned = match result {
+                Ok(output) => {
+                    let item = output.attributes.unwrap_or_default();
+                    return Ok(TransitionOutcome::Applied(Box::new(from_item(item)?.batch)));
+                }
+                Err(SdkError::ServiceError(failure)) => match failure.into_err() {
+                    UpdateItemError::ConditionalCheckFailedException(e) => e.item,
+                    other => {
+                        return Err(StoreError::DynamoDb {
+                            operation: "UpdateItem",
+                            source: Box::new(aws_sdk_dynamodb::Error::from(other)),
+                        })
+                    }
+                },
+                Err(other) => return Err(dynamo_error("UpdateItem", other)),
+            };
+            let current = match returned {
+                Some(item) => live_record(Some(item), now_secs)?,
+                None => {
+                    self.get_item(tenant.as_str(), id.as_str(), now_secs)
+                        .await?
+                }
+            };
+            match current {
+                None => return Ok(TransitionOutcome::NotFound),
+                // Without the old item (dynalite) the re-read may show a status that
+                // changed after the failed write; only a refusal it explains counts.
+                Some(record) if !transition.from.contains(&record.batch.status) => {
+                    return Ok(TransitionOutcome::Refused(Box::new(record.batch)))
+                }
+                Some(_) => continue,
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "batch {id} kept changing during a transition"
+        )))
+    }
+}

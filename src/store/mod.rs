@@ -1,0 +1,126 @@
+//! The `BatchStore` port and its adapters.
+//!
+//! The port is deliberately small: one atomic create, one read, one page of a
+//! listing, one conditional status change. Every adapter implements each with
+//! the fewest round trips its backend allows, and one conformance suite
+//! (`tests/batch_conformance.rs`) runs against all of them.
+
+pub mod dynamodb;
+pub mod embedded;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Batch, BatchId, Fingerprint, OutputExpiresAfter, TenantId, Transition};
+
+/// A batch as stored: the OpenAI object plus what only the service needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub tenant: TenantId,
+    pub batch: Batch,
+    pub fingerprint: Fingerprint,
+    pub output_expires_after: Option<OutputExpiresAfter>,
+    /// Creation time in milliseconds: orders the listing more finely than `created_at`.
+    pub created_ms: i64,
+    /// Unix seconds after which the record (and its idempotency key) is gone.
+    /// DynamoDB's TTL deletes late, so every read checks it too.
+    pub purge_at: i64,
+}
+
+impl BatchRecord {
+    /// The listing sort key: newest first by creation, ties broken by id, so a
+    /// cursor always names one exact position.
+    pub fn created_order(&self) -> String {
+        created_order(self.created_ms, &self.batch.id)
+    }
+
+    pub fn is_live(&self, now_secs: i64) -> bool {
+        self.purge_at > now_secs
+    }
+}
+
+pub(crate) fn created_order(created_ms: i64, id: &str) -> String {
+    format!("{created_ms:013}#{id}")
+}
+
+/// What a conditional create found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    /// The record was written.
+    Created,
+    /// A live record with this id already existed and was left unchanged.
+    Existing(Box<BatchRecord>),
+}
+
+/// One page of a tenant's batches, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListOutcome {
+    Page {
+        batches: Vec<Batch>,
+        has_more: bool,
+    },
+    /// The `after` cursor names no live batch of this tenant.
+    UnknownCursor,
+}
+
+/// What a conditional status change found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransitionOutcome {
+    Applied(Box<Batch>),
+    /// The batch exists but its status was not one the transition leaves from.
+    Refused(Box<Batch>),
+    NotFound,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DynamoDB {operation} failed")]
+    DynamoDb {
+        operation: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("embedded store failed")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+    #[error("embedded store worker stopped")]
+    WorkerStopped(#[from] tokio::task::JoinError),
+}
+
+#[async_trait]
+pub trait BatchStore: Send + Sync {
+    /// Writes `record` unless a live record with its tenant and id exists, in
+    /// one atomic step: no read-then-write, so concurrent retries cannot both win.
+    async fn create(
+        &self,
+        record: &BatchRecord,
+        now_secs: i64,
+    ) -> Result<CreateOutcome, StoreError>;
+
+    /// A strongly consistent read of one live batch.
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        now_secs: i64,
+    ) -> Result<Option<BatchRecord>, StoreError>;
+
+    /// Up to `limit` live batches older than `after`, newest first.
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        after: Option<&BatchId>,
+        limit: usize,
+        now_secs: i64,
+    ) -> Result<ListOutcome, StoreError>;
+
+    /// Applies `transition` if, and only if, the stored status is one of `transition.from`.
+    async fn transition(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        transition: Transition,
+        now_secs: i64,
+    ) -> Result<TransitionOutcome, StoreError>;
+}
