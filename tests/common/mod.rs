@@ -1,0 +1,366 @@
+//! Test helpers: an isolated app per test, on a fresh store of the chosen backend.
+//!
+//! DynamoDB backends are real protocol servers started by `scripts/test.sh`
+//! (`LB_MOTO_ENDPOINT`, `LB_DYNALITE_ENDPOINT`); each test gets its own table,
+//! created from `template.yaml`, the single source of truth for its schema.
+
+#![allow(dead_code)] // each test crate uses a different part of these helpers
+
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TableStatus,
+};
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use lambda_batches::api::{self, AppState, Authenticator};
+use lambda_batches::clock::{Clock, ManualClock};
+use lambda_batches::config::AuthConfig;
+use lambda_batches::domain::TenantId;
+use lambda_batches::store::dynamodb::{DynamoStore, RequestCounter};
+use lambda_batches::store::embedded::EmbeddedStore;
+use lambda_batches::store::BatchStore;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Moto,
+    Dynalite,
+}
+
+impl Backend {
+    pub fn named(name: &str) -> Self {
+        match name {
+            "embedded" => Self::Embedded,
+            "moto" => Self::Moto,
+            "dynalite" => Self::Dynalite,
+            other => panic!("unknown backend {other}"),
+        }
+    }
+
+    fn endpoint_variable(self) -> &'static str {
+        match self {
+            Self::Embedded => unreachable!("the embedded store has no endpoint"),
+            Self::Moto => "LB_MOTO_ENDPOINT",
+            Self::Dynalite => "LB_DYNALITE_ENDPOINT",
+        }
+    }
+}
+
+/// 2026-01-01T00:00:00Z: a fixed start, so tests never depend on the wall clock.
+pub const START_MS: i64 = 1_767_225_600_000;
+pub const RETENTION_SECS: i64 = 30 * 86_400;
+
+pub struct TestApp {
+    pub router: Router,
+    pub clock: Arc<ManualClock>,
+    pub store: Arc<dyn BatchStore>,
+    /// DynamoDB requests sent, for round-trip assertions (DynamoDB backends only).
+    pub dynamodb_requests: Option<RequestCounter>,
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl TestResponse {
+    pub fn id(&self) -> String {
+        self.body["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no id in {}", self.body))
+            .to_string()
+    }
+
+    /// Asserts an OpenAI error envelope with this status and returns its `error`.
+    pub fn expect_error(&self, status: StatusCode) -> &Value {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        let error = &self.body["error"];
+        for field in ["message", "type", "param", "code"] {
+            assert!(
+                error.get(field).is_some(),
+                "error envelope lacks {field}: {}",
+                self.body
+            );
+        }
+        assert!(error["message"].is_string(), "{}", self.body);
+        error
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with_auth(backend, AuthConfig::Open).await
+    }
+
+    /// An app whose bearer keys `key-<tenant>` map to each listed tenant.
+    pub async fn spawn_with_tenants(backend: Backend, tenants: &[&str]) -> Self {
+        let keys = tenants
+            .iter()
+            .map(|t| (format!("key-{t}"), TenantId::parse(t).expect("tenant")))
+            .collect();
+        Self::spawn_with_auth(backend, AuthConfig::StaticKeys(keys)).await
+    }
+
+    pub async fn spawn_with_auth(backend: Backend, auth: AuthConfig) -> Self {
+        let (store, dynamodb_requests) = fresh_store(backend).await;
+        Self::with_store(store, dynamodb_requests, auth)
+    }
+
+    pub fn with_store(
+        store: Arc<dyn BatchStore>,
+        dynamodb_requests: Option<RequestCounter>,
+        auth: AuthConfig,
+    ) -> Self {
+        let clock = Arc::new(ManualClock::starting_at_ms(START_MS));
+        let router = api::router(AppState {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            auth: Arc::new(Authenticator::new(&auth)),
+            retention_secs: RETENTION_SECS,
+        });
+        Self {
+            router,
+            clock,
+            store,
+            dynamodb_requests,
+        }
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "response is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut builder = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let body = match body {
+            Some(json) => {
+                builder = builder.header("content-type", "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(builder.body(body).expect("request")).await
+    }
+
+    pub async fn create(&self, body: &Value) -> TestResponse {
+        self.call(Method::POST, "/v1/batches", Some(body), &[])
+            .await
+    }
+
+    pub async fn create_as(&self, tenant: &str, body: &Value) -> TestResponse {
+        let auth = format!("Bearer key-{tenant}");
+        self.call(
+            Method::POST,
+            "/v1/batches",
+            Some(body),
+            &[("authorization", &auth)],
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.call(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn get_as(&self, tenant: &str, path: &str) -> TestResponse {
+        let auth = format!("Bearer key-{tenant}");
+        self.call(Method::GET, path, None, &[("authorization", &auth)])
+            .await
+    }
+
+    pub async fn post_as(&self, tenant: &str, path: &str) -> TestResponse {
+        let auth = format!("Bearer key-{tenant}");
+        self.call(Method::POST, path, None, &[("authorization", &auth)])
+            .await
+    }
+
+    pub async fn retrieve(&self, id: &str) -> TestResponse {
+        self.get(&format!("/v1/batches/{id}")).await
+    }
+
+    pub async fn cancel(&self, id: &str) -> TestResponse {
+        self.call(Method::POST, &format!("/v1/batches/{id}/cancel"), None, &[])
+            .await
+    }
+
+    pub fn requests_sent(&self) -> u64 {
+        self.dynamodb_requests
+            .as_ref()
+            .expect("a DynamoDB backend")
+            .get()
+    }
+}
+
+/// The body of a valid create request.
+pub fn create_body(input_file_id: &str) -> Value {
+    json!({
+        "input_file_id": input_file_id,
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    })
+}
+
+pub fn with_key(mut body: Value, key: &str) -> Value {
+    body["idempotency_key"] = json!(key);
+    body
+}
+
+pub async fn fresh_store(backend: Backend) -> (Arc<dyn BatchStore>, Option<RequestCounter>) {
+    match backend {
+        Backend::Embedded => (
+            Arc::new(EmbeddedStore::in_memory().expect("in-memory store")),
+            None,
+        ),
+        Backend::Moto | Backend::Dynalite => {
+            let store = fresh_dynamo_store(backend).await;
+            let counter = store.requests().clone();
+            (Arc::new(store), Some(counter))
+        }
+    }
+}
+
+pub async fn sdk_config(backend: Backend) -> aws_config::SdkConfig {
+    let variable = backend.endpoint_variable();
+    let endpoint = std::env::var(variable).unwrap_or_else(|_| {
+        panic!(
+            "{variable} is not set: run the suite with scripts/test.sh, which starts the emulators"
+        )
+    });
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await
+}
+
+pub async fn fresh_dynamo_store(backend: Backend) -> DynamoStore {
+    let config = sdk_config(backend).await;
+    let table = format!("batches-{}", uuid::Uuid::new_v4().simple());
+    create_table_from_template(&aws_sdk_dynamodb::Client::new(&config), &table).await;
+    DynamoStore::new(&config, table)
+}
+
+/// Creates `table` as `template.yaml`'s `BatchesTable` defines it.
+pub async fn create_table_from_template(client: &aws_sdk_dynamodb::Client, table: &str) {
+    let template: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml"))
+            .expect("template.yaml"),
+    )
+    .expect("template.yaml is YAML");
+    let properties = &template["Resources"]["BatchesTable"]["Properties"];
+    let text = |v: &serde_yaml::Value| v.as_str().expect("a string").to_string();
+    let key_schema = |v: &serde_yaml::Value| -> Vec<KeySchemaElement> {
+        v.as_sequence()
+            .expect("KeySchema")
+            .iter()
+            .map(|k| {
+                KeySchemaElement::builder()
+                    .attribute_name(text(&k["AttributeName"]))
+                    .key_type(KeyType::from(text(&k["KeyType"]).as_str()))
+                    .build()
+                    .expect("key schema element")
+            })
+            .collect()
+    };
+    let mut request = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::from(text(&properties["BillingMode"]).as_str()))
+        .set_key_schema(Some(key_schema(&properties["KeySchema"])));
+    for attribute in properties["AttributeDefinitions"]
+        .as_sequence()
+        .expect("AttributeDefinitions")
+    {
+        request = request.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(text(&attribute["AttributeName"]))
+                .attribute_type(ScalarAttributeType::from(
+                    text(&attribute["AttributeType"]).as_str(),
+                ))
+                .build()
+                .expect("attribute definition"),
+        );
+    }
+    for index in properties["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .expect("GlobalSecondaryIndexes")
+    {
+        request = request.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(text(&index["IndexName"]))
+                .set_key_schema(Some(key_schema(&index["KeySchema"])))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::from(
+                            text(&index["Projection"]["ProjectionType"]).as_str(),
+                        ))
+                        .build(),
+                )
+                .build()
+                .expect("GSI"),
+        );
+    }
+    request.send().await.expect("CreateTable");
+    // dynalite creates tables asynchronously: poll until ACTIVE.
+    for _ in 0..200 {
+        let status = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .expect("DescribeTable")
+            .table
+            .and_then(|t| t.table_status);
+        if status == Some(TableStatus::Active) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("table {table} never became ACTIVE");
+}
