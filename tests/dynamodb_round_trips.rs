@@ -1,0 +1,75 @@
+//! DynamoDB requests per API call, counted by the SDK interceptor: the bill
+//! and the latency of every call.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{create_body, with_key, Backend, TestApp};
+
+async fn count<F: std::future::Future<Output = common::TestResponse>>(
+    app: &TestApp,
+    call: F,
+) -> (u64, common::TestResponse) {
+    let before = app.requests_sent();
+    let response = call.await;
+    (app.requests_sent() - before, response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_moto_every_create_is_one_request_whether_new_replayed_or_conflicting() {
+    let app = TestApp::spawn(Backend::Moto).await;
+    let body = with_key(create_body("file-1"), "k");
+
+    let (new, created) = count(&app, app.create(&body)).await;
+    let (replay, replayed) = count(&app, app.create(&body)).await;
+    let (conflict, conflicted) =
+        count(&app, app.create(&with_key(create_body("file-2"), "k"))).await;
+    let (keyless, _) = count(&app, app.create(&create_body("file-3"))).await;
+
+    assert_eq!(
+        (created.status, replayed.status, conflicted.status),
+        (StatusCode::OK, StatusCode::OK, StatusCode::CONFLICT)
+    );
+    assert_eq!((new, replay, conflict, keyless), (1, 1, 1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_moto_retrieve_and_cancel_are_one_request_and_a_list_page_at_most_two() {
+    let app = TestApp::spawn(Backend::Moto).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(app.create(&create_body(&format!("file-{i}"))).await.id());
+        app.clock.advance_ms(1);
+    }
+
+    let (retrieve, _) = count(&app, app.retrieve(&ids[0])).await;
+    let (missing, _) = count(&app, app.retrieve("batch_00000000000000000000000000000000")).await;
+    let (malformed, _) = count(&app, app.retrieve("not-an-id")).await;
+    let (first_page, page) = count(&app, app.get("/v1/batches?limit=2")).await;
+    let after = page.body["last_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (next_page, _) = count(&app, app.get(&format!("/v1/batches?limit=2&after={after}"))).await;
+    let (cancel, _) = count(&app, app.cancel(&ids[1])).await;
+    let (cancel_again, _) = count(&app, app.cancel(&ids[1])).await;
+
+    assert_eq!((retrieve, missing, malformed), (1, 1, 0));
+    assert_eq!((first_page, next_page), (1, 2));
+    assert_eq!((cancel, cancel_again), (1, 1));
+}
+
+/// dynalite does not return the old item on a failed condition, so the adapter
+/// falls back to one strongly consistent read: still never more than two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_dynalite_a_failed_condition_costs_one_extra_read() {
+    let app = TestApp::spawn(Backend::Dynalite).await;
+    let body = with_key(create_body("file-1"), "k");
+
+    let (new, _) = count(&app, app.create(&body)).await;
+    let (replay, replayed) = count(&app, app.create(&body)).await;
+    let (conflict, _) = count(&app, app.create(&with_key(create_body("file-2"), "k"))).await;
+
+    assert_eq!(replayed.headers["idempotent-replayed"], "true");
+    assert_eq!((new, replay, conflict), (1, 2, 2));
+}
