@@ -32,13 +32,13 @@ pub async fn create(
         Some(key) => key.batch_id(&tenant),
         None => random_batch_id(),
     };
-    let now_ms = state.clock.now_ms();
-    let created_at = now_ms.div_euclid(1000);
+    let now_us = state.clock.now_micros();
+    let created_at = now_us.div_euclid(1_000_000);
     let record = BatchRecord {
         batch: request.new_batch(&id, created_at),
         fingerprint: Fingerprint::of(&request),
         output_expires_after: request.output_expires_after.clone(),
-        created_ms: now_ms,
+        created_us: now_us,
         purge_at: created_at + state.retention_secs,
         tenant,
     };

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod create;
 pub mod idempotency;
+pub mod jsonl;
 pub mod tenant;
 pub mod validation;
 

@@ -156,7 +156,7 @@ fn to_item(record: &BatchRecord) -> Result<Item, StoreError> {
 fn from_item(item: Item) -> Result<BatchRecord, StoreError> {
     let attributes: RecordAttributes = serde_dynamo::from_item(item.clone()).map_err(corrupt)?;
     let batch: Batch = serde_dynamo::from_item(item).map_err(corrupt)?;
-    let created_ms = attributes
+    let created_us = attributes
         .created_order
         .split_once('#')
         .and_then(|(ms, _)| ms.parse().ok())
@@ -168,7 +168,7 @@ fn from_item(item: Item) -> Result<BatchRecord, StoreError> {
         batch,
         fingerprint: attributes.fingerprint,
         output_expires_after: attributes.output_expires_after,
-        created_ms,
+        created_us,
         purge_at: attributes.purge_at,
     })
 }

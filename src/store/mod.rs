@@ -20,8 +20,8 @@ pub struct BatchRecord {
     pub batch: Batch,
     pub fingerprint: Fingerprint,
     pub output_expires_after: Option<OutputExpiresAfter>,
-    /// Creation time in milliseconds: orders the listing more finely than `created_at`.
-    pub created_ms: i64,
+    /// Creation time in microseconds: orders the listing more finely than `created_at`.
+    pub created_us: i64,
     /// Unix seconds after which the record (and its idempotency key) is gone.
     /// DynamoDB's TTL deletes late, so every read checks it too.
     pub purge_at: i64,
@@ -31,7 +31,7 @@ impl BatchRecord {
     /// The listing sort key: newest first by creation, ties broken by id, so a
     /// cursor always names one exact position.
     pub fn created_order(&self) -> String {
-        created_order(self.created_ms, &self.batch.id)
+        created_order(self.created_us, &self.batch.id)
     }
 
     pub fn is_live(&self, now_secs: i64) -> bool {
@@ -39,8 +39,8 @@ impl BatchRecord {
     }
 }
 
-pub(crate) fn created_order(created_ms: i64, id: &str) -> String {
-    format!("{created_ms:013}#{id}")
+pub(crate) fn created_order(created_us: i64, id: &str) -> String {
+    format!("{created_us:016}#{id}")
 }
 
 /// What a conditional create found.
