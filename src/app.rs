@@ -1,46 +1,173 @@
-//! The composition root: builds the store and the Router from a `Config`, once.
+//! The composition root: builds every adapter from a `Config`, once, at init.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
-use aws_config::BehaviorVersion;
+use aws_config::{BehaviorVersion, SdkConfig};
 use axum::Router;
+use tokio::sync::OnceCell;
 
 use crate::api::{self, AppState, Authenticator};
-use crate::clock::SystemClock;
-use crate::config::{Config, Storage};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{BlobStorage, Config, QueueConfig, Storage};
+use crate::files::local::LocalBlobStore;
+use crate::files::s3::S3BlobStore;
+use crate::files::{BlobError, BlobStore};
+use crate::queue::in_process::InProcessQueue;
+use crate::queue::sqs::SqsQueue;
+use crate::queue::{WorkItem, WorkQueue};
 use crate::store::dynamodb::DynamoStore;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::files::FileStore;
 use crate::store::{BatchStore, StoreError};
+use crate::upstream::{UpstreamClient, UpstreamError};
+use crate::worker::Worker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
 
 /// Loads the AWS configuration from the standard environment (credentials,
 /// region, `AWS_ENDPOINT_URL`), with timeouts well inside API Gateway's 30 s.
-pub async fn aws_config() -> aws_config::SdkConfig {
+pub async fn aws_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(2))
-                .operation_attempt_timeout(Duration::from_secs(3))
-                .operation_timeout(Duration::from_secs(8))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(25))
                 .build(),
         )
         .load()
         .await
 }
 
-pub async fn store(config: &Config) -> Result<Arc<dyn BatchStore>, StoreError> {
-    Ok(match &config.storage {
-        Storage::Embedded { data_dir } => Arc::new(EmbeddedStore::open(data_dir)?),
-        Storage::DynamoDb { table } => Arc::new(DynamoStore::new(&aws_config().await, table)),
-    })
+/// The storage adapters, sharing one AWS configuration loaded only if needed.
+pub struct Stores {
+    pub batches: Arc<dyn BatchStore>,
+    pub files: Arc<dyn FileStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    aws: OnceCell<SdkConfig>,
 }
 
-pub async fn router(config: &Config) -> Result<Router, StoreError> {
-    Ok(api::router(AppState {
-        store: store(config).await?,
+impl Stores {
+    pub async fn open(config: &Config) -> Result<Self, InitError> {
+        let aws = OnceCell::new();
+        let (batches, files): (Arc<dyn BatchStore>, Arc<dyn FileStore>) = match &config.storage {
+            Storage::Embedded { data_dir } => {
+                let store = Arc::new(EmbeddedStore::open(data_dir)?);
+                (store.clone(), store)
+            }
+            Storage::DynamoDb { table } => {
+                let sdk = aws.get_or_init(aws_config).await;
+                let store = Arc::new(DynamoStore::new(sdk, table));
+                (store.clone(), store)
+            }
+        };
+        let blobs: Arc<dyn BlobStore> = match &config.blobs {
+            BlobStorage::Local { dir } => Arc::new(LocalBlobStore::open_dir(dir)?),
+            BlobStorage::S3 { bucket } => {
+                Arc::new(S3BlobStore::new(aws.get_or_init(aws_config).await, bucket))
+            }
+        };
+        Ok(Self {
+            batches,
+            files,
+            blobs,
+            aws,
+        })
+    }
+
+    async fn aws(&self) -> &SdkConfig {
+        self.aws.get_or_init(aws_config).await
+    }
+}
+
+pub fn api_state(config: &Config, stores: &Stores, work: Option<Arc<dyn WorkQueue>>) -> AppState {
+    AppState {
+        batches: Arc::clone(&stores.batches),
+        files: Arc::clone(&stores.files),
+        blobs: Arc::clone(&stores.blobs),
+        work,
         clock: Arc::new(SystemClock),
         auth: Arc::new(Authenticator::new(&config.auth)),
         retention_secs: config.retention_secs(),
-    }))
+    }
+}
+
+pub fn worker(
+    config: &Config,
+    stores: &Stores,
+    queue: Arc<dyn WorkQueue>,
+    clock: Arc<dyn Clock>,
+) -> Result<Worker, InitError> {
+    Ok(Worker {
+        batches: Arc::clone(&stores.batches),
+        files: Arc::clone(&stores.files),
+        blobs: Arc::clone(&stores.blobs),
+        queue,
+        upstream: UpstreamClient::new(&config.upstream)?,
+        clock,
+        reconciler: config.reconciler,
+    })
+}
+
+/// The Router for the API Lambda: it only writes; the table's stream announces
+/// the work, so a crash after a create loses nothing.
+pub async fn lambda_router(config: &Config) -> Result<Router, InitError> {
+    let stores = Stores::open(config).await?;
+    Ok(api::router(api_state(config, &stores, None)))
+}
+
+/// The queue the worker Lambda reads and the stream handler writes.
+pub async fn lambda_worker(config: &Config) -> Result<Worker, InitError> {
+    let stores = Stores::open(config).await?;
+    let queue: Arc<dyn WorkQueue> = match &config.queue {
+        QueueConfig::Sqs { queue_url } => Arc::new(SqsQueue::new(stores.aws().await, queue_url)),
+        // Without SQS the worker can still reconcile; re-driven work is then
+        // handled at once, in this invocation.
+        QueueConfig::InProcess => Arc::new(InProcessQueue::new().0),
+    };
+    worker(config, &stores, queue, Arc::new(SystemClock))
+}
+
+/// The local all-in-one server: the Router plus an in-process worker.
+pub async fn local_server(config: &Config) -> Result<Router, InitError> {
+    let stores = Stores::open(config).await?;
+    let (queue, items) = local_queue(config, &stores).await;
+    let worker = Arc::new(worker(
+        config,
+        &stores,
+        Arc::clone(&queue),
+        Arc::new(SystemClock),
+    )?);
+    if let Some(items) = items {
+        crate::worker::local::spawn(worker, items);
+    }
+    Ok(api::router(api_state(config, &stores, Some(queue))))
+}
+
+async fn local_queue(
+    config: &Config,
+    stores: &Stores,
+) -> (
+    Arc<dyn WorkQueue>,
+    Option<tokio::sync::mpsc::UnboundedReceiver<WorkItem>>,
+) {
+    match &config.queue {
+        QueueConfig::InProcess => {
+            let (queue, items) = InProcessQueue::new();
+            (Arc::new(queue), Some(items))
+        }
+        QueueConfig::Sqs { queue_url } => {
+            (Arc::new(SqsQueue::new(stores.aws().await, queue_url)), None)
+        }
+    }
 }

@@ -8,6 +8,12 @@
 //! | `BATCHES_TABLE`          | unset               | DynamoDB table; set it to use DynamoDB instead of the embedded store |
 //! | `BATCHES_API_KEYS`       | unset               | static `key:tenant,...` map; unset means no auth, one `default` tenant |
 //! | `BATCHES_RETENTION_DAYS` | `30`                | how long a batch record, and so its idempotency key, is kept |
+//! | `BATCHES_BUCKET`         | unset               | S3 bucket for file bytes; unset keeps them under `BATCHES_DATA_DIR/files` |
+//! | `BATCHES_QUEUE_URL`      | unset               | SQS queue of batch work; unset runs the work in-process |
+//! | `BATCHES_STUCK_AFTER_SECS` | `300`             | the reconciler re-drives a batch whose work has not moved for this long |
+//! | `BATCHES_RECONCILE_INTERVAL_SECS` | `60`       | how often the in-process reconciler runs |
+//! | `UPSTREAM_BASE_URL`      | `http://127.0.0.1:11434/v1` | the OpenAI-compatible server that executes requests |
+//! | `UPSTREAM_API_KEY`       | unset               | bearer key for the upstream |
 //! | `RUST_LOG`               | `info`              | log filter |
 
 use std::net::IpAddr;
@@ -19,9 +25,52 @@ use crate::domain::TenantId;
 pub struct Config {
     pub host: IpAddr,
     pub port: u16,
+    pub data_dir: PathBuf,
     pub storage: Storage,
+    pub blobs: BlobStorage,
+    pub queue: QueueConfig,
     pub auth: AuthConfig,
     pub retention_days: u32,
+    pub upstream: UpstreamConfig,
+    pub reconciler: ReconcilerConfig,
+}
+
+/// Where file bytes live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobStorage {
+    Local { dir: PathBuf },
+    S3 { bucket: String },
+}
+
+/// Where batch work waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueConfig {
+    InProcess,
+    Sqs { queue_url: String },
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// Base URL including `/v1`, as the OpenAI SDKs take it.
+    pub base_url: String,
+    pub api_key: Option<String>,
+}
+
+// Never print the upstream key.
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcilerConfig {
+    /// Work untouched for this long is presumed lost and re-driven.
+    pub stuck_after_secs: i64,
+    pub interval_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,45 +130,95 @@ impl Config {
             Some(v) => v.trim().parse().map_err(|e| parse_error("PORT")(&e))?,
             None => 8080,
         };
+        let data_dir = get("BATCHES_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("./.lambda-batches"));
         let storage = match get("BATCHES_TABLE") {
             Some(table) => Storage::DynamoDb {
                 table: table.trim().to_string(),
             },
             None => Storage::Embedded {
-                data_dir: get("BATCHES_DATA_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("./.lambda-batches")),
+                data_dir: data_dir.clone(),
             },
+        };
+        let blobs = match get("BATCHES_BUCKET") {
+            Some(bucket) => BlobStorage::S3 {
+                bucket: bucket.trim().to_string(),
+            },
+            None => BlobStorage::Local {
+                dir: data_dir.join("files"),
+            },
+        };
+        let queue = match get("BATCHES_QUEUE_URL") {
+            Some(url) => QueueConfig::Sqs {
+                queue_url: url.trim().to_string(),
+            },
+            None => QueueConfig::InProcess,
+        };
+        let upstream = UpstreamConfig {
+            base_url: get("UPSTREAM_BASE_URL")
+                .map(|url| url.trim().trim_end_matches('/').to_string())
+                .unwrap_or_else(|| "http://127.0.0.1:11434/v1".to_string()),
+            api_key: get("UPSTREAM_API_KEY").map(|k| k.trim().to_string()),
+        };
+        if !(upstream.base_url.starts_with("http://") || upstream.base_url.starts_with("https://"))
+        {
+            return Err(ConfigError {
+                variable: "UPSTREAM_BASE_URL",
+                reason: format!("expected an http(s) URL, got {:?}", upstream.base_url),
+            });
+        }
+        let reconciler = ReconcilerConfig {
+            stuck_after_secs: number(&get, "BATCHES_STUCK_AFTER_SECS", 300, 0..=86_400)?,
+            interval_secs: number(&get, "BATCHES_RECONCILE_INTERVAL_SECS", 60, 1..=86_400)?,
         };
         let auth = match get("BATCHES_API_KEYS") {
             Some(map) => AuthConfig::StaticKeys(parse_key_map(&map)?),
             None => AuthConfig::Open,
         };
-        let retention_days = match get("BATCHES_RETENTION_DAYS") {
-            Some(v) => match v.trim().parse::<u32>() {
-                Ok(days) if (1..=36_500).contains(&days) => days,
-                _ => {
-                    return Err(ConfigError {
-                        variable: "BATCHES_RETENTION_DAYS",
-                        reason: format!(
-                            "expected a whole number of days from 1 to 36500, got {v:?}"
-                        ),
-                    })
-                }
-            },
-            None => 30,
-        };
+        let retention_days = number(&get, "BATCHES_RETENTION_DAYS", 30, 1..=36_500)?;
         Ok(Self {
             host,
             port,
+            data_dir,
             storage,
+            blobs,
+            queue,
             auth,
             retention_days,
+            upstream,
+            reconciler,
         })
     }
 
     pub fn retention_secs(&self) -> i64 {
         i64::from(self.retention_days) * 86_400
+    }
+}
+
+/// A whole number from `range`, or `default` when unset.
+fn number<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(text) = get(variable) else {
+        return Ok(default);
+    };
+    match text.trim().parse::<T>() {
+        Ok(value) if range.contains(&value) => Ok(value),
+        _ => Err(ConfigError {
+            variable,
+            reason: format!(
+                "expected a whole number from {} to {}, got {text:?}",
+                range.start(),
+                range.end()
+            ),
+        }),
     }
 }
 
@@ -174,6 +273,21 @@ mod tests {
         );
         assert_eq!(c.auth, AuthConfig::Open);
         assert_eq!(c.retention_secs(), 30 * 86_400);
+        assert_eq!(
+            c.blobs,
+            BlobStorage::Local {
+                dir: "./.lambda-batches/files".into()
+            }
+        );
+        assert_eq!(c.queue, QueueConfig::InProcess);
+        assert_eq!(c.upstream.base_url, "http://127.0.0.1:11434/v1");
+        assert_eq!(
+            c.reconciler,
+            ReconcilerConfig {
+                stuck_after_secs: 300,
+                interval_secs: 60
+            }
+        );
     }
 
     #[test]
@@ -207,6 +321,9 @@ mod tests {
             ("BATCHES_API_KEYS", "k:bad tenant"),
             ("BATCHES_API_KEYS", "k:a,k:b"),
             ("BATCHES_RETENTION_DAYS", "0"),
+            ("BATCHES_STUCK_AFTER_SECS", "-1"),
+            ("BATCHES_RECONCILE_INTERVAL_SECS", "0"),
+            ("UPSTREAM_BASE_URL", "ftp://x"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");
@@ -215,7 +332,12 @@ mod tests {
 
     #[test]
     fn debug_output_never_contains_keys() {
-        let c = config(&[("BATCHES_API_KEYS", "super-secret:t")]).unwrap();
+        let c = config(&[
+            ("BATCHES_API_KEYS", "super-secret:t"),
+            ("UPSTREAM_API_KEY", "sk-upstream"),
+        ])
+        .unwrap();
         assert!(!format!("{c:?}").contains("super-secret"));
+        assert!(!format!("{c:?}").contains("sk-upstream"));
     }
 }

@@ -348,11 +348,7 @@ async fn given_a_validating_batch_when_cancelled_twice_then_cancelling_and_uncha
 
 /// Moves a batch through the store port, as the worker will.
 async fn force_status(app: &TestApp, tenant: &str, id: &str, to: BatchStatus) {
-    let transition = Transition {
-        from: &BatchStatus::ALL,
-        to,
-        at: app.clock_secs(),
-    };
+    let transition = Transition::new(&BatchStatus::ALL, to, app.clock_secs());
     let outcome = app
         .store
         .transition(
@@ -417,11 +413,11 @@ async fn given_a_cancel_racing_a_completion_then_exactly_one_transition_wins(bac
             .await
             .id();
         let batch_id = BatchId::parse(&id).expect("id");
-        let complete = Transition {
-            from: &[BatchStatus::Validating, BatchStatus::InProgress],
-            to: BatchStatus::Completed,
-            at: 1,
-        };
+        let complete = Transition::new(
+            &[BatchStatus::Validating, BatchStatus::InProgress],
+            BatchStatus::Completed,
+            1,
+        );
 
         let (cancel, completion) = tokio::join!(
             app.cancel(&id),

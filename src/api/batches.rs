@@ -14,6 +14,7 @@ use crate::domain::{
     Batch, BatchId, BatchStatus, CreateBatch, Fingerprint, IdempotencyKey, TenantId, Transition,
     ValidationError,
 };
+use crate::queue::WorkItem;
 use crate::store::{BatchRecord, CreateOutcome, ListOutcome, TransitionOutcome};
 
 /// Set on a create answered from an earlier request with the same key (Stripe's name).
@@ -42,9 +43,18 @@ pub async fn create(
         purge_at: created_at + state.retention_secs,
         tenant,
     };
-    match state.store.create(&record, created_at).await? {
+    match state.batches.create(&record, created_at).await? {
         CreateOutcome::Created => {
             tracing::info!(batch_id = %record.batch.id, tenant = %record.tenant, "batch created");
+            crate::fault::crash_point("after_batch_stored");
+            announce(
+                &state,
+                WorkItem::ValidateBatch {
+                    tenant: record.tenant.clone(),
+                    batch_id: record.batch.id.clone(),
+                },
+            )
+            .await;
             Ok(Json(record.batch).into_response())
         }
         CreateOutcome::Existing(existing) => match key {
@@ -64,6 +74,16 @@ pub async fn create(
                 record.batch.id
             )))),
         },
+    }
+}
+
+/// Tells the in-process worker about new work. Best effort by design: the
+/// record is already stored, and the reconciler re-drives anything this misses.
+async fn announce(state: &AppState, item: WorkItem) {
+    if let Some(queue) = &state.work {
+        if let Err(error) = queue.enqueue(&item).await {
+            tracing::warn!(error = %super::error::ErrorChain(&error), ?item, "could not announce work; the reconciler will pick it up");
+        }
     }
 }
 
@@ -95,7 +115,7 @@ pub async fn retrieve(
 ) -> Result<Json<Batch>, ApiError> {
     let id = batch_id(path)?;
     let now = state.clock.now_secs();
-    match state.store.get(&tenant, &id, now).await? {
+    match state.batches.get(&tenant, &id, now).await? {
         Some(record) => Ok(Json(record.batch)),
         None => Err(ApiError::BatchNotFound(id.to_string())),
     }
@@ -110,12 +130,20 @@ pub async fn cancel(
     let id = batch_id(path)?;
     let now = state.clock.now_secs();
     match state
-        .store
+        .batches
         .transition(&tenant, &id, Transition::cancel(now), now)
         .await?
     {
         TransitionOutcome::Applied(batch) => {
             tracing::info!(batch_id = %id, tenant = %tenant, "batch cancelling");
+            announce(
+                &state,
+                WorkItem::FinishCancel {
+                    tenant: tenant.clone(),
+                    batch_id: id.to_string(),
+                },
+            )
+            .await;
             Ok(Json(*batch))
         }
         // Cancelling twice is not an error: the first cancel already won.
@@ -196,7 +224,7 @@ pub async fn list(
     };
     let now = state.clock.now_secs();
     match state
-        .store
+        .batches
         .list(&tenant, after.as_ref(), limit, now)
         .await?
     {

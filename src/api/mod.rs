@@ -17,12 +17,21 @@ pub use auth::Authenticator;
 pub use error::ApiError;
 
 use crate::clock::Clock;
+use crate::files::BlobStore;
+use crate::queue::WorkQueue;
+use crate::store::files::FileStore;
 use crate::store::BatchStore;
 
 /// Everything a handler needs, built once at start-up.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn BatchStore>,
+    pub batches: Arc<dyn BatchStore>,
+    pub files: Arc<dyn FileStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    /// Where the API announces new work, when nothing else does. In AWS this is
+    /// `None`: the table's stream announces every change, so a create is one
+    /// write and a crash after it loses nothing.
+    pub work: Option<Arc<dyn WorkQueue>>,
     pub clock: Arc<dyn Clock>,
     pub auth: Arc<Authenticator>,
     /// How long a batch record, and with it its idempotency key, is kept.

@@ -8,6 +8,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init(LogFormat::Json);
     // Built once per execution environment, at init, not per request.
     let config = Config::from_env()?;
-    let router = lambda_batches::app::router(&config).await?;
+    let router = lambda_batches::app::lambda_router(&config).await?;
     lambda_http::run(router).await
 }

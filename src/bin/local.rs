@@ -7,7 +7,7 @@ use lambda_batches::telemetry::{self, LogFormat};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     telemetry::init(LogFormat::Text);
     let config = Config::from_env()?;
-    let router = lambda_batches::app::router(&config).await?;
+    let router = lambda_batches::app::local_server(&config).await?;
     let listener = tokio::net::TcpListener::bind((config.host, config.port)).await?;
     tracing::info!(address = %listener.local_addr()?, storage = ?config.storage, auth = ?config.auth, "lambda-batches listening");
     axum::serve(listener, router)

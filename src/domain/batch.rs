@@ -138,6 +138,16 @@ impl BatchStatus {
     }
 }
 
+impl BatchStatus {
+    /// No work follows a terminal status.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Failed | Self::Completed | Self::Expired | Self::Cancelled
+        )
+    }
+}
+
 impl fmt::Display for BatchStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -148,22 +158,72 @@ impl fmt::Display for BatchStatus {
 ///
 /// Adapters turn `from` into a conditional write, so a transition racing another
 /// one can never overwrite it: exactly one of them finds its expected status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     pub from: &'static [BatchStatus],
     pub to: BatchStatus,
     /// Unix seconds, written to the field named by `to.timestamp_field()`.
     pub at: i64,
+    /// Fields written together with the status, in the same conditional write.
+    pub patch: BatchPatch,
+}
+
+/// Batch fields that change with a status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchPatch {
+    pub errors: Option<BatchErrors>,
+    pub request_counts: Option<RequestCounts>,
+    pub model: Option<String>,
 }
 
 impl Transition {
+    pub fn new(from: &'static [BatchStatus], to: BatchStatus, at: i64) -> Self {
+        Self {
+            from,
+            to,
+            at,
+            patch: BatchPatch::default(),
+        }
+    }
+
     /// `validating` or `in_progress` → `cancelling`. The worker finishes the job.
     pub fn cancel(at: i64) -> Self {
-        Self {
-            from: &[BatchStatus::Validating, BatchStatus::InProgress],
-            to: BatchStatus::Cancelling,
+        Self::new(
+            &[BatchStatus::Validating, BatchStatus::InProgress],
+            BatchStatus::Cancelling,
             at,
+        )
+    }
+
+    /// `validating` → `failed`, with the errors found in the input.
+    pub fn fail_validation(at: i64, errors: BatchErrors) -> Self {
+        Self {
+            patch: BatchPatch {
+                errors: Some(errors),
+                ..BatchPatch::default()
+            },
+            ..Self::new(&[BatchStatus::Validating], BatchStatus::Failed, at)
         }
+    }
+
+    /// `validating` → `in_progress`, ready for execution.
+    pub fn start(at: i64, total: u64, model: Option<String>) -> Self {
+        Self {
+            patch: BatchPatch {
+                request_counts: Some(RequestCounts {
+                    total,
+                    ..RequestCounts::default()
+                }),
+                model,
+                ..BatchPatch::default()
+            },
+            ..Self::new(&[BatchStatus::Validating], BatchStatus::InProgress, at)
+        }
+    }
+
+    /// `cancelling` → `cancelled`, once nothing runs for the batch any more.
+    pub fn finish_cancel(at: i64) -> Self {
+        Self::new(&[BatchStatus::Cancelling], BatchStatus::Cancelled, at)
     }
 
     /// Applies the transition to an in-memory batch, if its status allows it.
@@ -182,6 +242,15 @@ impl Transition {
             BatchStatus::Expired => batch.expired_at = stamp,
             BatchStatus::Cancelling => batch.cancelling_at = stamp,
             BatchStatus::Cancelled => batch.cancelled_at = stamp,
+        }
+        if let Some(errors) = &self.patch.errors {
+            batch.errors = Some(errors.clone());
+        }
+        if let Some(counts) = self.patch.request_counts {
+            batch.request_counts = counts;
+        }
+        if let Some(model) = &self.patch.model {
+            batch.model = Some(model.clone());
         }
         true
     }

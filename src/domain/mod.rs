@@ -3,13 +3,17 @@
 
 pub mod batch;
 pub mod create;
+pub mod file;
 pub mod idempotency;
 pub mod jsonl;
 pub mod tenant;
 pub mod validation;
 
-pub use batch::{Batch, BatchId, BatchStatus, RequestCounts, Transition};
+pub use batch::{
+    Batch, BatchError, BatchErrors, BatchId, BatchPatch, BatchStatus, RequestCounts, Transition,
+};
 pub use create::{CreateBatch, Endpoint, OutputExpiresAfter};
+pub use file::{FileId, FileObject, FilePurpose};
 pub use idempotency::{Fingerprint, IdempotencyKey};
 pub use tenant::TenantId;
 pub use validation::ValidationError;

@@ -7,11 +7,14 @@
 
 pub mod dynamodb;
 pub mod embedded;
+pub mod files;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Batch, BatchId, Fingerprint, OutputExpiresAfter, TenantId, Transition};
+use crate::domain::{
+    Batch, BatchId, BatchStatus, Fingerprint, OutputExpiresAfter, TenantId, Transition,
+};
 
 /// A batch as stored: the OpenAI object plus what only the service needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +75,13 @@ pub enum TransitionOutcome {
     NotFound,
 }
 
+/// A batch the reconciler found waiting too long in a non-terminal status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StuckBatch {
+    pub tenant: TenantId,
+    pub id: BatchId,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("DynamoDB {operation} failed")]
@@ -123,4 +133,13 @@ pub trait BatchStore: Send + Sync {
         transition: Transition,
         now_secs: i64,
     ) -> Result<TransitionOutcome, StoreError>;
+
+    /// Up to `limit` batches of every tenant that entered the non-terminal
+    /// `status` before `before_secs`, oldest first: work that may have been lost.
+    async fn stuck(
+        &self,
+        status: BatchStatus,
+        before_secs: i64,
+        limit: usize,
+    ) -> Result<Vec<StuckBatch>, StoreError>;
 }

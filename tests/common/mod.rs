@@ -21,8 +21,13 @@ use lambda_batches::api::{self, AppState, Authenticator};
 use lambda_batches::clock::{Clock, ManualClock};
 use lambda_batches::config::AuthConfig;
 use lambda_batches::domain::TenantId;
+use lambda_batches::files::local::LocalBlobStore;
+use lambda_batches::files::s3::S3BlobStore;
+use lambda_batches::files::BlobStore;
+use lambda_batches::queue::WorkQueue;
 use lambda_batches::store::dynamodb::{DynamoStore, RequestCounter};
 use lambda_batches::store::embedded::EmbeddedStore;
+use lambda_batches::store::files::FileStore;
 use lambda_batches::store::BatchStore;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -61,8 +66,20 @@ pub struct TestApp {
     pub router: Router,
     pub clock: Arc<ManualClock>,
     pub store: Arc<dyn BatchStore>,
+    pub files: Arc<dyn FileStore>,
+    pub blobs: Arc<dyn BlobStore>,
     /// DynamoDB requests sent, for round-trip assertions (DynamoDB backends only).
     pub dynamodb_requests: Option<RequestCounter>,
+}
+
+/// Fresh storage of one backend: records, file bytes, and a request counter.
+pub struct TestStores {
+    pub batches: Arc<dyn BatchStore>,
+    pub files: Arc<dyn FileStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub dynamodb_requests: Option<RequestCounter>,
+    /// Keeps a local blob directory alive as long as the stores.
+    pub _blob_dir: Option<Arc<tempfile::TempDir>>,
 }
 
 pub struct TestResponse {
@@ -110,18 +127,21 @@ impl TestApp {
     }
 
     pub async fn spawn_with_auth(backend: Backend, auth: AuthConfig) -> Self {
-        let (store, dynamodb_requests) = fresh_store(backend).await;
-        Self::with_store(store, dynamodb_requests, auth)
+        Self::with_stores(fresh_stores(backend).await, auth, None)
     }
 
-    pub fn with_store(
-        store: Arc<dyn BatchStore>,
-        dynamodb_requests: Option<RequestCounter>,
+    /// An app over `stores`, announcing work to `work` when given.
+    pub fn with_stores(
+        stores: TestStores,
         auth: AuthConfig,
+        work: Option<Arc<dyn WorkQueue>>,
     ) -> Self {
         let clock = Arc::new(ManualClock::starting_at_ms(START_MS));
         let router = api::router(AppState {
-            store: Arc::clone(&store),
+            batches: Arc::clone(&stores.batches),
+            files: Arc::clone(&stores.files),
+            blobs: Arc::clone(&stores.blobs),
+            work,
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
             auth: Arc::new(Authenticator::new(&auth)),
             retention_secs: RETENTION_SECS,
@@ -129,8 +149,10 @@ impl TestApp {
         Self {
             router,
             clock,
-            store,
-            dynamodb_requests,
+            store: stores.batches,
+            files: stores.files,
+            blobs: stores.blobs,
+            dynamodb_requests: stores.dynamodb_requests,
         }
     }
 
@@ -250,18 +272,61 @@ pub fn with_key(mut body: Value, key: &str) -> Value {
     body
 }
 
-pub async fn fresh_store(backend: Backend) -> (Arc<dyn BatchStore>, Option<RequestCounter>) {
+pub async fn fresh_stores(backend: Backend) -> TestStores {
+    let local_blobs = || {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let blobs: Arc<dyn BlobStore> =
+            Arc::new(LocalBlobStore::open_dir(dir.path()).expect("blob dir"));
+        (blobs, Some(dir))
+    };
     match backend {
-        Backend::Embedded => (
-            Arc::new(EmbeddedStore::in_memory().expect("in-memory store")),
-            None,
-        ),
+        Backend::Embedded => {
+            let store = Arc::new(EmbeddedStore::in_memory().expect("in-memory store"));
+            let (blobs, dir) = local_blobs();
+            TestStores {
+                batches: store.clone(),
+                files: store,
+                blobs,
+                dynamodb_requests: None,
+                _blob_dir: dir,
+            }
+        }
         Backend::Moto | Backend::Dynalite => {
-            let store = fresh_dynamo_store(backend).await;
+            let store = Arc::new(fresh_dynamo_store(backend).await);
             let counter = store.requests().clone();
-            (Arc::new(store), Some(counter))
+            // moto serves S3 too; dynalite is DynamoDB only.
+            let (blobs, dir) = if backend == Backend::Moto {
+                (
+                    Arc::new(fresh_bucket(backend).await) as Arc<dyn BlobStore>,
+                    None,
+                )
+            } else {
+                local_blobs()
+            };
+            TestStores {
+                batches: store.clone(),
+                files: store,
+                blobs,
+                dynamodb_requests: Some(counter),
+                _blob_dir: dir,
+            }
         }
     }
+}
+
+/// A fresh S3 bucket on the backend's endpoint.
+pub async fn fresh_bucket(backend: Backend) -> S3BlobStore {
+    let config = sdk_config(backend).await;
+    let bucket = format!("lb-test-{}", uuid::Uuid::new_v4().simple());
+    let store = S3BlobStore::new(&config, &bucket);
+    store
+        .client()
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("CreateBucket");
+    store
 }
 
 pub async fn sdk_config(backend: Backend) -> aws_config::SdkConfig {

@@ -9,24 +9,34 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{BatchRecord, BatchStore, CreateOutcome, ListOutcome, StoreError, TransitionOutcome};
-use crate::domain::{BatchId, TenantId, Transition};
+use super::{
+    BatchRecord, BatchStore, CreateOutcome, ListOutcome, StoreError, StuckBatch, TransitionOutcome,
+};
+use crate::domain::{BatchId, BatchStatus, TenantId, Transition};
+
+mod files;
 
 #[derive(Clone)]
 pub struct EmbeddedStore {
     conn: Arc<Mutex<Connection>>,
 }
 
+/// `pending_status` and `pending_since` are set while a batch is in a
+/// non-terminal status: the reconciler's index, as in DynamoDB.
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS batches (
-        tenant        TEXT    NOT NULL,
-        id            TEXT    NOT NULL,
-        created_order TEXT    NOT NULL,
-        purge_at      INTEGER NOT NULL,
-        record        TEXT    NOT NULL,
+        tenant         TEXT    NOT NULL,
+        id             TEXT    NOT NULL,
+        created_order  TEXT    NOT NULL,
+        purge_at       INTEGER NOT NULL,
+        record         TEXT    NOT NULL,
+        pending_status TEXT,
+        pending_since  INTEGER,
         PRIMARY KEY (tenant, id)
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS batches_by_created ON batches (tenant, created_order);
+    CREATE INDEX IF NOT EXISTS batches_pending ON batches (pending_status, pending_since)
+        WHERE pending_status IS NOT NULL;
 ";
 
 impl EmbeddedStore {
@@ -52,13 +62,15 @@ impl EmbeddedStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "busy_timeout", 5000)?;
+        migrate(&conn)?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(files::SCHEMA)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
     }
 
-    async fn with_conn<T, F>(&self, work: F) -> Result<T, StoreError>
+    pub(super) async fn with_conn<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -72,6 +84,27 @@ impl EmbeddedStore {
         })
         .await?
     }
+}
+
+/// Brings a data directory written by an older version up to date.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_batches: bool = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'batches'")?
+        .exists([])?;
+    let has_pending: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('batches') WHERE name = 'pending_status'")?
+        .exists([])?;
+    if has_batches && !has_pending {
+        conn.execute_batch(
+            "ALTER TABLE batches ADD COLUMN pending_status TEXT;
+             ALTER TABLE batches ADD COLUMN pending_since INTEGER;
+             UPDATE batches SET pending_status = json_extract(record, '$.batch.status'),
+                                pending_since = json_extract(record, '$.batch.created_at')
+             WHERE json_extract(record, '$.batch.status')
+                   IN ('validating', 'in_progress', 'finalizing', 'cancelling');",
+        )?;
+    }
+    Ok(())
 }
 
 fn to_json(record: &BatchRecord) -> Result<String, StoreError> {
@@ -107,20 +140,35 @@ impl BatchStore for EmbeddedStore {
         let json = to_json(record)?;
         let (tenant, id) = (record.tenant.to_string(), record.batch.id.clone());
         let (created_order, purge_at) = (record.created_order(), record.purge_at);
+        let pending_status =
+            (!record.batch.status.is_terminal()).then(|| record.batch.status.as_str());
+        let created_at = record.batch.created_at;
         self.with_conn(move |conn| {
             // Insert, or take over a purged record: the same condition as the
             // DynamoDB adapter's `attribute_not_exists(id) OR purge_at <= :now`.
             let written = conn
                 .prepare_cached(
-                    "INSERT INTO batches (tenant, id, created_order, purge_at, record)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO batches
+                         (tenant, id, created_order, purge_at, record, pending_status, pending_since)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?7, ?8)
                      ON CONFLICT (tenant, id) DO UPDATE SET
                          created_order = excluded.created_order,
                          purge_at = excluded.purge_at,
-                         record = excluded.record
+                         record = excluded.record,
+                         pending_status = excluded.pending_status,
+                         pending_since = excluded.pending_since
                      WHERE batches.purge_at <= ?6",
                 )?
-                .execute(params![tenant, id, created_order, purge_at, json, now_secs])?;
+                .execute(params![
+                    tenant,
+                    id,
+                    created_order,
+                    purge_at,
+                    json,
+                    now_secs,
+                    pending_status,
+                    created_at
+                ])?;
             if written == 1 {
                 return Ok(CreateOutcome::Created);
             }
@@ -199,10 +247,51 @@ impl BatchStore for EmbeddedStore {
             if !transition.apply(&mut record.batch) {
                 return Ok(TransitionOutcome::Refused(Box::new(record.batch)));
             }
-            tx.prepare_cached("UPDATE batches SET record = ?3 WHERE tenant = ?1 AND id = ?2")?
-                .execute(params![tenant, id, to_json(&record)?])?;
+            let pending = (!transition.to.is_terminal()).then(|| transition.to.as_str());
+            tx.prepare_cached(
+                "UPDATE batches SET record = ?3, pending_status = ?4, pending_since = ?5
+                 WHERE tenant = ?1 AND id = ?2",
+            )?
+            .execute(params![
+                tenant,
+                id,
+                to_json(&record)?,
+                pending,
+                pending.map(|_| transition.at)
+            ])?;
             tx.commit()?;
             Ok(TransitionOutcome::Applied(Box::new(record.batch)))
+        })
+        .await
+    }
+
+    async fn stuck(
+        &self,
+        status: BatchStatus,
+        before_secs: i64,
+        limit: usize,
+    ) -> Result<Vec<StuckBatch>, StoreError> {
+        self.with_conn(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT tenant, id FROM batches
+                 WHERE pending_status = ?1 AND pending_since < ?2
+                 ORDER BY pending_since LIMIT ?3",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = statement
+                .query_map(params![status.as_str(), before_secs, limit], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })?;
+            let mut stuck = Vec::new();
+            for row in rows {
+                let (tenant, id) = row?;
+                stuck.push(StuckBatch {
+                    tenant: TenantId::parse(&tenant).map_err(StoreError::Corrupt)?,
+                    id: BatchId::parse(&id)
+                        .ok_or_else(|| StoreError::Corrupt(format!("bad batch id {id}")))?,
+                });
+            }
+            Ok(stuck)
         })
         .await
     }

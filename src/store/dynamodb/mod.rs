@@ -18,12 +18,21 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 
-use super::{BatchRecord, BatchStore, CreateOutcome, ListOutcome, StoreError, TransitionOutcome};
-use crate::domain::{Batch, BatchId, Fingerprint, OutputExpiresAfter, TenantId, Transition};
+use super::{
+    BatchRecord, BatchStore, CreateOutcome, ListOutcome, StoreError, StuckBatch, TransitionOutcome,
+};
+use crate::domain::{
+    Batch, BatchId, BatchStatus, Fingerprint, OutputExpiresAfter, TenantId, Transition,
+};
 
-type Item = HashMap<String, AttributeValue>;
+mod files;
+
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 pub const CREATED_INDEX: &str = "tenant-created-index";
+/// Sparse index of batches in a non-terminal status, for the reconciler: only
+/// items carrying `pending_status` appear in it.
+pub const PENDING_INDEX: &str = "pending-index";
 
 /// Counts every HTTP request the client sends (retries included), so tests and
 /// benchmarks can assert round trips per API call.
@@ -54,8 +63,8 @@ impl Intercept for RequestCounter {
 
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
-    client: Client,
-    table: String,
+    pub(super) client: Client,
+    pub(super) table: String,
     requests: RequestCounter,
 }
 
@@ -93,7 +102,7 @@ impl DynamoStore {
         &self.client
     }
 
-    fn key(tenant: &str, id: &str) -> Item {
+    pub(crate) fn key(tenant: &str, id: &str) -> Item {
         HashMap::from([
             ("tenant".to_string(), AttributeValue::S(tenant.to_string())),
             ("id".to_string(), AttributeValue::S(id.to_string())),
@@ -119,7 +128,7 @@ impl DynamoStore {
     }
 }
 
-fn dynamo_error<E>(
+pub(crate) fn dynamo_error<E>(
     operation: &'static str,
     error: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
 ) -> StoreError
@@ -150,6 +159,13 @@ fn to_item(record: &BatchRecord) -> Result<Item, StoreError> {
     };
     let extra: Item = serde_dynamo::to_item(&attributes).map_err(corrupt)?;
     item.extend(extra);
+    if !record.batch.status.is_terminal() {
+        item.insert(
+            "pending_status".into(),
+            AttributeValue::S(record.batch.status.as_str().into()),
+        );
+        item.insert("pending_since".into(), number(record.batch.created_at));
+    }
     Ok(item)
 }
 
@@ -180,6 +196,10 @@ fn live_record(item: Option<Item>, now_secs: i64) -> Result<Option<BatchRecord>,
         .map(from_item)
         .transpose()?
         .filter(|record| record.is_live(now_secs)))
+}
+
+fn attribute<T: Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(value).map_err(corrupt)
 }
 
 fn number(value: i64) -> AttributeValue {
@@ -324,13 +344,38 @@ impl BatchStore for DynamoStore {
                 AttributeValue::S(transition.to.as_str().into()),
             ),
             (":now".to_string(), number(now_secs)),
+            (":at".to_string(), number(transition.at)),
         ]);
-        let mut update = "SET #status = :to".to_string();
+        let mut set = vec!["#status = :to"];
         if let Some(field) = transition.to.timestamp_field() {
             names.insert("#stamp".into(), field.into());
-            values.insert(":at".into(), number(transition.at));
-            update.push_str(", #stamp = :at");
+            set.push("#stamp = :at");
         }
+        let patch = &transition.patch;
+        if let Some(errors) = &patch.errors {
+            values.insert(":errors".into(), attribute(errors)?);
+            set.push("errors = :errors");
+        }
+        if let Some(counts) = &patch.request_counts {
+            values.insert(":counts".into(), attribute(counts)?);
+            set.push("request_counts = :counts");
+        }
+        if let Some(model) = &patch.model {
+            values.insert(":model".into(), AttributeValue::S(model.clone()));
+            set.push("model = :model");
+        }
+        // Keep the pending index in step with the status: in it while work
+        // remains, out of it once the batch is terminal.
+        let update = if transition.to.is_terminal() {
+            format!(
+                "SET {} REMOVE pending_status, pending_since",
+                set.join(", ")
+            )
+        } else {
+            set.push("pending_status = :to");
+            set.push("pending_since = :at");
+            format!("SET {}", set.join(", "))
+        };
         let mut allowed = Vec::with_capacity(transition.from.len());
         for (i, status) in transition.from.iter().enumerate() {
             let placeholder = format!(":from{i}");
@@ -353,7 +398,7 @@ impl BatchStore for DynamoStore {
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
-                .update_expression(&update)
+                .update_expression(update.as_str())
                 .condition_expression(&condition)
                 .set_expression_attribute_names(Some(names.clone()))
                 .set_expression_attribute_values(Some(values.clone()))
@@ -399,5 +444,43 @@ impl BatchStore for DynamoStore {
         Err(StoreError::Corrupt(format!(
             "batch {id} kept changing during a transition"
         )))
+    }
+
+    async fn stuck(
+        &self,
+        status: BatchStatus,
+        before_secs: i64,
+        limit: usize,
+    ) -> Result<Vec<StuckBatch>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(PENDING_INDEX)
+            .key_condition_expression("pending_status = :status AND pending_since < :before")
+            .expression_attribute_values(":status", AttributeValue::S(status.as_str().into()))
+            .expression_attribute_values(":before", number(before_secs))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| dynamo_error("Query", e))?;
+        output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let text = |name: &str| match item.get(name) {
+                    Some(AttributeValue::S(s)) => Ok(s.clone()),
+                    _ => Err(StoreError::Corrupt(format!(
+                        "pending-index item without {name}"
+                    ))),
+                };
+                let tenant = TenantId::parse(&text("tenant")?).map_err(StoreError::Corrupt)?;
+                let id = BatchId::parse(&text("id")?).ok_or_else(|| {
+                    StoreError::Corrupt("pending-index item with a bad id".into())
+                })?;
+                Ok(StuckBatch { tenant, id })
+            })
+            .collect()
     }
 }

@@ -1,0 +1,74 @@
+//! The OpenAI-compatible upstream that executes request lines.
+//!
+//! One `reqwest::Client` per process, built at init: it keeps connections alive
+//! across every request of every batch.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::UpstreamConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream request failed")]
+    Transport(#[from] reqwest::Error),
+    #[error("upstream answered {status}")]
+    Status { status: u16 },
+}
+
+#[derive(Clone, Debug)]
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: Option<String>,
+}
+
+impl UpstreamClient {
+    pub fn new(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Self {
+            http,
+            base_url: config.base_url.clone(),
+            api_key: config.api_key.clone(),
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        match &self.api_key {
+            Some(key) => builder.bearer_auth(key),
+            None => builder,
+        }
+    }
+
+    /// The ids of `GET /models`, asked once per batch during validation.
+    pub async fn model_ids(&self) -> Result<HashSet<String>, UpstreamError> {
+        #[derive(Deserialize)]
+        struct Model {
+            id: String,
+        }
+        #[derive(Deserialize)]
+        struct Models {
+            data: Vec<Model>,
+        }
+        let response = self
+            .request(reqwest::Method::GET, "/models")
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(UpstreamError::Status {
+                status: response.status().as_u16(),
+            });
+        }
+        let models: Models = response.json().await?;
+        Ok(models.data.into_iter().map(|m| m.id).collect())
+    }
+}

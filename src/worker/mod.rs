@@ -1,0 +1,99 @@
+//! Batch work: the validation stage, cancellation, and the reconciler that
+//! re-drives work a crash or a lost message left behind.
+//!
+//! The same `Worker` runs in-process under `cargo run` (`local`) and in the
+//! worker Lambda (`lambda`). Every step ends in a conditional transition, so
+//! handling an item twice, or two workers racing, changes nothing.
+
+pub mod lambda;
+pub mod local;
+mod validate;
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::ReconcilerConfig;
+use crate::domain::{BatchId, BatchStatus, TenantId, Transition};
+use crate::files::{BlobError, BlobStore};
+use crate::queue::{QueueError, WorkItem, WorkQueue};
+use crate::store::files::FileStore;
+use crate::store::{BatchStore, StoreError};
+use crate::upstream::UpstreamClient;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("reading the input file failed")]
+    Read(#[from] std::io::Error),
+    #[error("work item names an invalid batch id {0:?}")]
+    BadBatchId(String),
+}
+
+pub struct Worker {
+    pub batches: Arc<dyn BatchStore>,
+    pub files: Arc<dyn FileStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub queue: Arc<dyn WorkQueue>,
+    pub upstream: UpstreamClient,
+    pub clock: Arc<dyn Clock>,
+    pub reconciler: ReconcilerConfig,
+}
+
+/// Reconciliation looks at this many stuck batches per status per run; the
+/// next run takes the rest.
+const RECONCILE_PAGE: usize = 100;
+
+impl Worker {
+    pub async fn handle(&self, item: &WorkItem) -> Result<(), WorkerError> {
+        match item {
+            WorkItem::ValidateBatch { tenant, batch_id } => {
+                self.validate(tenant, &parse_id(batch_id)?).await
+            }
+            WorkItem::FinishCancel { tenant, batch_id } => {
+                self.finish_cancel(tenant, &parse_id(batch_id)?).await
+            }
+        }
+    }
+
+    /// `cancelling` → `cancelled`. Nothing executes batches yet, so nothing
+    /// needs to stop first.
+    async fn finish_cancel(&self, tenant: &TenantId, id: &BatchId) -> Result<(), WorkerError> {
+        let now = self.clock.now_secs();
+        let outcome = self
+            .batches
+            .transition(tenant, id, Transition::finish_cancel(now), now)
+            .await?;
+        tracing::info!(batch_id = %id, %tenant, ?outcome, "finish cancel");
+        Ok(())
+    }
+
+    /// Re-enqueues batches whose status has not moved for `stuck_after_secs`:
+    /// the start of work lost between a create and its announcement, a crashed
+    /// worker, or an expired message. Returns how many it re-drove.
+    pub async fn reconcile(&self) -> Result<usize, WorkerError> {
+        let before = self.clock.now_secs() - self.reconciler.stuck_after_secs;
+        let mut redriven = 0;
+        for status in [BatchStatus::Validating, BatchStatus::Cancelling] {
+            for stuck in self.batches.stuck(status, before, RECONCILE_PAGE).await? {
+                let (tenant, batch_id) = (stuck.tenant, stuck.id.to_string());
+                let item = match status {
+                    BatchStatus::Cancelling => WorkItem::FinishCancel { tenant, batch_id },
+                    _ => WorkItem::ValidateBatch { tenant, batch_id },
+                };
+                tracing::info!(?item, "reconciler re-drives stuck batch");
+                self.queue.enqueue(&item).await?;
+                redriven += 1;
+            }
+        }
+        Ok(redriven)
+    }
+}
+
+fn parse_id(batch_id: &str) -> Result<BatchId, WorkerError> {
+    BatchId::parse(batch_id).ok_or_else(|| WorkerError::BadBatchId(batch_id.to_string()))
+}

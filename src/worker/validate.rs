@@ -1,0 +1,151 @@
+//! The validation stage: stream the input file, check every line, and move the
+//! batch to `failed` (with every error) or `in_progress` (ready to execute).
+
+use tokio::io::AsyncReadExt;
+
+use super::{Worker, WorkerError};
+use crate::domain::jsonl::{InputValidator, LineSplitter, ValidationReport, MAX_FILE_BYTES};
+use crate::domain::{
+    BatchError, BatchErrors, BatchId, BatchStatus, Endpoint, FileId, TenantId, Transition,
+};
+
+/// Read buffer: large enough for S3 throughput, small for Lambda memory.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+impl Worker {
+    pub(super) async fn validate(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+    ) -> Result<(), WorkerError> {
+        let now = self.clock.now_secs();
+        let Some(record) = self.batches.get(tenant, id, now).await? else {
+            return Ok(());
+        };
+        let batch = record.batch;
+        match batch.status {
+            BatchStatus::Validating => {}
+            BatchStatus::Cancelling => return self.finish_cancel(tenant, id).await,
+            // Already validated (a duplicate message): nothing to do.
+            _ => return Ok(()),
+        }
+        let Some(endpoint) = Endpoint::parse(&batch.endpoint) else {
+            return self
+                .fail(
+                    tenant,
+                    id,
+                    single_error(
+                        "invalid_request",
+                        "endpoint",
+                        format!("Unsupported endpoint {}.", batch.endpoint),
+                    ),
+                )
+                .await;
+        };
+        let cannot_find = || {
+            single_error(
+                "invalid_request",
+                "input_file_id",
+                format!("Cannot find file {}.", batch.input_file_id),
+            )
+        };
+        let Some(file_id) = FileId::parse(&batch.input_file_id) else {
+            return self.fail(tenant, id, cannot_find()).await;
+        };
+        let Some(file) = self.files.get_file(tenant, &file_id, now).await? else {
+            return self.fail(tenant, id, cannot_find()).await;
+        };
+        if file.file.bytes > MAX_FILE_BYTES {
+            let message = format!(
+                "The input file is {} bytes; a batch input file may be at most {MAX_FILE_BYTES} bytes.",
+                file.file.bytes
+            );
+            return self
+                .fail(
+                    tenant,
+                    id,
+                    single_error("invalid_request", "input_file_id", message),
+                )
+                .await;
+        }
+        let Some(mut reader) = self.blobs.open(&file.blob_key).await? else {
+            return self.fail(tenant, id, cannot_find()).await;
+        };
+
+        // One model list per batch; an unreachable upstream skips the check
+        // rather than failing a batch it may serve later.
+        let known_models = match self.upstream.model_ids().await {
+            Ok(models) => Some(models),
+            Err(error) => {
+                tracing::warn!(batch_id = %id, error = %crate::api::error::ErrorChain(&error), "upstream model list unavailable; skipping the model check");
+                None
+            }
+        };
+
+        let mut splitter = LineSplitter::new();
+        let mut validator = InputValidator::new(endpoint, known_models);
+        let mut buffer = vec![0u8; CHUNK_BYTES];
+        loop {
+            let read = reader.read(&mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            splitter.push(&buffer[..read]);
+            while let Some(line) = splitter.next_line() {
+                validator.check(line);
+            }
+        }
+        splitter.finish();
+        while let Some(line) = splitter.next_line() {
+            validator.check(line);
+        }
+        let report = validator.finish();
+        self.conclude(tenant, id, report).await
+    }
+
+    async fn conclude(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        report: ValidationReport,
+    ) -> Result<(), WorkerError> {
+        let now = self.clock.now_secs();
+        match report.batch_errors() {
+            Some(errors) => self.fail(tenant, id, errors).await,
+            None => {
+                let transition = Transition::start(now, report.requests, report.model);
+                let outcome = self.batches.transition(tenant, id, transition, now).await?;
+                tracing::info!(batch_id = %id, %tenant, requests = report.requests, ?outcome, "validation passed");
+                Ok(())
+            }
+        }
+    }
+
+    async fn fail(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        errors: BatchErrors,
+    ) -> Result<(), WorkerError> {
+        let now = self.clock.now_secs();
+        let count = errors.data.len();
+        let outcome = self
+            .batches
+            .transition(tenant, id, Transition::fail_validation(now, errors), now)
+            .await?;
+        tracing::info!(batch_id = %id, %tenant, errors = count, ?outcome, "validation failed");
+        Ok(())
+    }
+}
+
+fn single_error(code: &str, param: &str, message: String) -> BatchErrors {
+    BatchErrors {
+        object: "list".to_string(),
+        data: vec![BatchError {
+            code: code.to_string(),
+            message,
+            param: Some(param.to_string()),
+            line: None,
+        }],
+    }
+}
