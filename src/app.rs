@@ -99,6 +99,10 @@ pub fn api_state(config: &Config, stores: &Stores, work: Option<Arc<dyn WorkQueu
         clock: Arc::new(SystemClock),
         auth: Arc::new(Authenticator::new(&config.auth)),
         retention_secs: config.retention_secs(),
+        file_settings: api::FileSettings {
+            inline_content_max_bytes: config.inline_content_max_bytes,
+            ..api::FileSettings::default()
+        },
     }
 }
 

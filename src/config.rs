@@ -10,6 +10,7 @@
 //! | `BATCHES_RETENTION_DAYS` | `30`                | how long a batch record, and so its idempotency key, is kept |
 //! | `BATCHES_BUCKET`         | unset               | S3 bucket for file bytes; unset keeps them under `BATCHES_DATA_DIR/files` |
 //! | `BATCHES_QUEUE_URL`      | unset               | SQS queue of batch work; unset runs the work in-process |
+//! | `BATCHES_INLINE_CONTENT_MAX_BYTES` | `4194304` (4 MiB) | file content up to this size is served in the response; larger content of S3 files is a redirect to a presigned URL |
 //! | `BATCHES_STUCK_AFTER_SECS` | `300`             | the reconciler re-drives a batch whose work has not moved for this long |
 //! | `BATCHES_RECONCILE_INTERVAL_SECS` | `60`       | how often the in-process reconciler runs |
 //! | `UPSTREAM_BASE_URL`      | `http://127.0.0.1:11434/v1` | the OpenAI-compatible server that executes requests |
@@ -33,7 +34,15 @@ pub struct Config {
     pub retention_days: u32,
     pub upstream: UpstreamConfig,
     pub reconciler: ReconcilerConfig,
+    /// `GET /v1/files/{id}/content` answers with the bytes up to this size and
+    /// with a redirect to a presigned S3 URL above it.
+    pub inline_content_max_bytes: u64,
 }
+
+/// Lambda caps a response at 6 MB (6,291,456 bytes) *after* lambda_http has
+/// base64-encoded a binary body (4/3 larger): 4 MiB encodes to 5.6 MB, which
+/// leaves room for headers; 5 MiB would encode to 7 MB and fail.
+pub const DEFAULT_INLINE_CONTENT_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Where file bytes live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +186,12 @@ impl Config {
             None => AuthConfig::Open,
         };
         let retention_days = number(&get, "BATCHES_RETENTION_DAYS", 30, 1..=36_500)?;
+        let inline_content_max_bytes = number(
+            &get,
+            "BATCHES_INLINE_CONTENT_MAX_BYTES",
+            DEFAULT_INLINE_CONTENT_MAX_BYTES,
+            0..=(1 << 40),
+        )?;
         Ok(Self {
             host,
             port,
@@ -188,6 +203,7 @@ impl Config {
             retention_days,
             upstream,
             reconciler,
+            inline_content_max_bytes,
         })
     }
 
@@ -280,6 +296,7 @@ mod tests {
             }
         );
         assert_eq!(c.queue, QueueConfig::InProcess);
+        assert_eq!(c.inline_content_max_bytes, 4 * 1024 * 1024);
         assert_eq!(c.upstream.base_url, "http://127.0.0.1:11434/v1");
         assert_eq!(
             c.reconciler,
@@ -324,10 +341,18 @@ mod tests {
             ("BATCHES_STUCK_AFTER_SECS", "-1"),
             ("BATCHES_RECONCILE_INTERVAL_SECS", "0"),
             ("UPSTREAM_BASE_URL", "ftp://x"),
+            ("BATCHES_INLINE_CONTENT_MAX_BYTES", "-1"),
+            ("BATCHES_INLINE_CONTENT_MAX_BYTES", "5MB"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");
         }
+    }
+
+    #[test]
+    fn the_inline_content_limit_is_read_in_bytes() {
+        let c = config(&[("BATCHES_INLINE_CONTENT_MAX_BYTES", "1048576")]).unwrap();
+        assert_eq!(c.inline_content_max_bytes, 1_048_576);
     }
 
     #[test]

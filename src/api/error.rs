@@ -6,7 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::domain::upload::UploadStatus;
 use crate::domain::{BatchStatus, ValidationError};
+use crate::files::BlobError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +29,20 @@ pub enum ApiError {
     IdempotencyConflict { key: String },
     #[error("Cannot cancel batch '{id}' with status '{status}'")]
     CannotCancel { id: String, status: BatchStatus },
+    #[error("No such File object: {0}")]
+    FileNotFound(String),
+    #[error("No such Upload object: {0}")]
+    UploadNotFound(String),
+    #[error("Upload '{id}' is {status}: only a pending upload can {action}.")]
+    UploadNotPending {
+        id: String,
+        status: UploadStatus,
+        action: &'static str,
+    },
     #[error("internal storage error")]
     Store(#[from] StoreError),
+    #[error("internal blob storage error")]
+    Blob(#[from] BlobError),
 }
 
 impl ApiError {
@@ -36,11 +50,16 @@ impl ApiError {
         match self {
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::BatchNotFound(_) | Self::UnknownRoute { .. } => StatusCode::NOT_FOUND,
+            Self::BatchNotFound(_)
+            | Self::FileNotFound(_)
+            | Self::UploadNotFound(_)
+            | Self::UnknownRoute { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::IdempotencyConflict { .. } | Self::CannotCancel { .. } => StatusCode::CONFLICT,
-            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::IdempotencyConflict { .. }
+            | Self::CannotCancel { .. }
+            | Self::UploadNotPending { .. } => StatusCode::CONFLICT,
+            Self::Store(_) | Self::Blob(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -53,8 +72,10 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
             Self::IdempotencyConflict { .. } => Some("idempotency_key_reused"),
-            Self::CannotCancel { .. } => Some("invalid_status"),
-            Self::Store(_) => None,
+            Self::CannotCancel { .. } | Self::UploadNotPending { .. } => Some("invalid_status"),
+            // OpenAI's answer for an unknown file names the parameter, not a code.
+            Self::FileNotFound(_) | Self::UploadNotFound(_) => None,
+            Self::Store(_) | Self::Blob(_) => None,
         }
     }
 }
@@ -71,10 +92,18 @@ impl IntoResponse for ApiError {
                     "The server had an error while processing your request.".to_string(),
                 )
             }
+            Self::Blob(cause) => {
+                tracing::error!(error = %ErrorChain(cause), "request failed");
+                (
+                    "server_error",
+                    "The server had an error while processing your request.".to_string(),
+                )
+            }
             other => ("invalid_request_error", other.to_string()),
         };
         let param = match &self {
             Self::Invalid(e) => e.param.clone(),
+            Self::FileNotFound(_) | Self::UploadNotFound(_) => Some("id".to_string()),
             _ => None,
         };
         let body = json!({"error": {"message": message, "type": kind, "param": param, "code": self.code()}});

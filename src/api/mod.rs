@@ -4,6 +4,9 @@ pub mod auth;
 pub mod batches;
 pub mod error;
 pub mod extract;
+pub mod files;
+pub mod ingest;
+pub mod uploads;
 
 use std::sync::Arc;
 
@@ -17,6 +20,8 @@ pub use auth::Authenticator;
 pub use error::ApiError;
 
 use crate::clock::Clock;
+use crate::config::DEFAULT_INLINE_CONTENT_MAX_BYTES;
+use crate::domain::batch_file::BatchFileLimits;
 use crate::files::BlobStore;
 use crate::queue::WorkQueue;
 use crate::store::files::FileStore;
@@ -36,6 +41,26 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// How long a batch record, and with it its idempotency key, is kept.
     pub retention_secs: i64,
+    pub file_settings: FileSettings,
+}
+
+/// How the file endpoints treat content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSettings {
+    /// Content up to this size is answered inline; larger content is a
+    /// redirect to a presigned URL when the blob store can make one.
+    pub inline_content_max_bytes: u64,
+    /// The limits a `purpose=batch` file is checked against (OpenAI's; tests lower them).
+    pub batch_file_limits: BatchFileLimits,
+}
+
+impl Default for FileSettings {
+    fn default() -> Self {
+        Self {
+            inline_content_max_bytes: DEFAULT_INLINE_CONTENT_MAX_BYTES,
+            batch_file_limits: BatchFileLimits::OPENAI,
+        }
+    }
 }
 
 /// A create body is at most ~10 KB (16 metadata pairs of 64 + 512 characters);
@@ -47,6 +72,26 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/batches", post(batches::create).get(batches::list))
         .route("/v1/batches/{batch_id}", get(batches::retrieve))
         .route("/v1/batches/{batch_id}/cancel", post(batches::cancel))
+        // Uploads stream through their own, larger body limits; every other
+        // route keeps the 64 KiB one.
+        .route(
+            "/v1/files",
+            post(files::create)
+                .layer(DefaultBodyLimit::max(files::MAX_UPLOAD_BODY_BYTES))
+                .get(files::list),
+        )
+        .route(
+            "/v1/files/{file_id}",
+            get(files::retrieve).delete(files::delete),
+        )
+        .route("/v1/files/{file_id}/content", get(files::content))
+        .route("/v1/uploads", post(uploads::create))
+        .route(
+            "/v1/uploads/{upload_id}/parts",
+            post(uploads::add_part).layer(DefaultBodyLimit::max(uploads::MAX_PART_BODY_BYTES)),
+        )
+        .route("/v1/uploads/{upload_id}/complete", post(uploads::complete))
+        .route("/v1/uploads/{upload_id}/cancel", post(uploads::cancel))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

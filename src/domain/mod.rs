@@ -2,11 +2,13 @@
 //! the idempotency fingerprint. No I/O, no HTTP, no AWS types.
 
 pub mod batch;
+pub mod batch_file;
 pub mod create;
 pub mod file;
 pub mod idempotency;
 pub mod jsonl;
 pub mod tenant;
+pub mod upload;
 pub mod validation;
 
 pub use batch::{

@@ -134,6 +134,17 @@ pub trait BatchStore: Send + Sync {
         now_secs: i64,
     ) -> Result<TransitionOutcome, StoreError>;
 
+    /// Restarts the stuck clock of a batch still in `status`, so one re-drive is
+    /// not followed by another at every reconciler run while it is handled.
+    /// Returns whether the batch was still in `status`.
+    async fn touch_pending(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        status: BatchStatus,
+        now_secs: i64,
+    ) -> Result<bool, StoreError>;
+
     /// Up to `limit` batches of every tenant that entered the non-terminal
     /// `status` before `before_secs`, oldest first: work that may have been lost.
     async fn stuck(

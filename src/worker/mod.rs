@@ -9,6 +9,8 @@ pub mod lambda;
 pub mod local;
 mod validate;
 
+pub use validate::validate_stream;
+
 use std::sync::Arc;
 
 use crate::clock::Clock;
@@ -76,10 +78,20 @@ impl Worker {
     /// the start of work lost between a create and its announcement, a crashed
     /// worker, or an expired message. Returns how many it re-drove.
     pub async fn reconcile(&self) -> Result<usize, WorkerError> {
-        let before = self.clock.now_secs() - self.reconciler.stuck_after_secs;
+        let now = self.clock.now_secs();
+        let before = now - self.reconciler.stuck_after_secs;
         let mut redriven = 0;
         for status in [BatchStatus::Validating, BatchStatus::Cancelling] {
             for stuck in self.batches.stuck(status, before, RECONCILE_PAGE).await? {
+                // Claim the re-drive first: the next run leaves the batch alone for
+                // another stuck period, and of two racing reconcilers one wins.
+                if !self
+                    .batches
+                    .touch_pending(&stuck.tenant, &stuck.id, status, now)
+                    .await?
+                {
+                    continue;
+                }
                 let (tenant, batch_id) = (stuck.tenant, stuck.id.to_string());
                 let item = match status {
                     BatchStatus::Cancelling => WorkItem::FinishCancel { tenant, batch_id },

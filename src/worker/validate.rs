@@ -82,24 +82,7 @@ impl Worker {
             }
         };
 
-        let mut splitter = LineSplitter::new();
-        let mut validator = InputValidator::new(endpoint, known_models);
-        let mut buffer = vec![0u8; CHUNK_BYTES];
-        loop {
-            let read = reader.read(&mut buffer).await?;
-            if read == 0 {
-                break;
-            }
-            splitter.push(&buffer[..read]);
-            while let Some(line) = splitter.next_line() {
-                validator.check(line);
-            }
-        }
-        splitter.finish();
-        while let Some(line) = splitter.next_line() {
-            validator.check(line);
-        }
-        let report = validator.finish();
+        let report = validate_stream(&mut reader, endpoint, known_models).await?;
         self.conclude(tenant, id, report).await
     }
 
@@ -136,6 +119,36 @@ impl Worker {
         tracing::info!(batch_id = %id, %tenant, errors = count, ?outcome, "validation failed");
         Ok(())
     }
+}
+
+/// Streams an input file through the line splitter and validator, in
+/// constant memory: one read buffer and at most one line at a time.
+pub async fn validate_stream<R>(
+    reader: &mut R,
+    endpoint: Endpoint,
+    known_models: Option<std::collections::HashSet<String>>,
+) -> Result<ValidationReport, std::io::Error>
+where
+    R: tokio::io::AsyncRead + Unpin + ?Sized,
+{
+    let mut splitter = LineSplitter::new();
+    let mut validator = InputValidator::new(endpoint, known_models);
+    let mut buffer = vec![0u8; CHUNK_BYTES];
+    loop {
+        let read = reader.read(&mut buffer).await?;
+        if read == 0 {
+            break;
+        }
+        splitter.push(&buffer[..read]);
+        while let Some(line) = splitter.next_line() {
+            validator.check(line);
+        }
+    }
+    splitter.finish();
+    while let Some(line) = splitter.next_line() {
+        validator.check(line);
+    }
+    Ok(validator.finish())
 }
 
 fn single_error(code: &str, param: &str, message: String) -> BatchErrors {

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test crate uses a different part of these helpers
 
+pub mod files;
+
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::config::Credentials;
@@ -17,7 +19,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use lambda_batches::api::{self, AppState, Authenticator};
+use lambda_batches::api::{self, AppState, Authenticator, FileSettings};
 use lambda_batches::clock::{Clock, ManualClock};
 use lambda_batches::config::AuthConfig;
 use lambda_batches::domain::TenantId;
@@ -70,6 +72,8 @@ pub struct TestApp {
     pub blobs: Arc<dyn BlobStore>,
     /// DynamoDB requests sent, for round-trip assertions (DynamoDB backends only).
     pub dynamodb_requests: Option<RequestCounter>,
+    /// Keeps a local blob directory alive as long as the app.
+    pub blob_dir: Option<Arc<tempfile::TempDir>>,
 }
 
 /// Fresh storage of one backend: records, file bytes, and a request counter.
@@ -136,6 +140,16 @@ impl TestApp {
         auth: AuthConfig,
         work: Option<Arc<dyn WorkQueue>>,
     ) -> Self {
+        Self::with_file_settings(stores, auth, work, FileSettings::default())
+    }
+
+    /// An app over `stores` with its own file settings (lowered limits).
+    pub fn with_file_settings(
+        stores: TestStores,
+        auth: AuthConfig,
+        work: Option<Arc<dyn WorkQueue>>,
+        file_settings: FileSettings,
+    ) -> Self {
         let clock = Arc::new(ManualClock::starting_at_ms(START_MS));
         let router = api::router(AppState {
             batches: Arc::clone(&stores.batches),
@@ -145,6 +159,7 @@ impl TestApp {
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
             auth: Arc::new(Authenticator::new(&auth)),
             retention_secs: RETENTION_SECS,
+            file_settings,
         });
         Self {
             router,
@@ -153,6 +168,7 @@ impl TestApp {
             files: stores.files,
             blobs: stores.blobs,
             dynamodb_requests: stores.dynamodb_requests,
+            blob_dir: stores._blob_dir,
         }
     }
 

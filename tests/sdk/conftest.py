@@ -6,7 +6,8 @@ official `openai` Python SDK. Each test runs once per storage backend:
 - `embedded`: the SQLite store, in a fresh temporary `BATCHES_DATA_DIR`;
 - `moto`: DynamoDB, as a fresh table in the moto server at `LB_MOTO_ENDPOINT`,
   created with the key schema of `BatchesTable` in template.yaml, so the table
-  the suite runs against is the one that gets deployed.
+  the suite runs against is the one that gets deployed; and S3, as a fresh
+  bucket (`BATCHES_BUCKET`) in the same moto server, for file bytes.
 
 `scripts/test.sh` builds the binary, starts moto and sets the variables. To run
 the suite by hand: `LB_MOTO_ENDPOINT=http://127.0.0.1:PORT pytest tests/sdk`.
@@ -32,8 +33,14 @@ import openai
 import pytest
 import yaml
 
+from helpers import FILES_INLINE_CONTENT_MAX_BYTES
+
 ROOT = Path(__file__).resolve().parents[2]
-BINARY = Path(os.environ.get("LB_BINARY", ROOT / "target" / "debug" / "lambda-batches"))
+# Resolved now: the server runs with its own temp directory as cwd.
+BINARY = Path(os.environ.get("LB_BINARY", ROOT / "target" / "debug" / "lambda-batches")).resolve()
+FAKE_UPSTREAM = Path(
+    os.environ.get("LB_FAKE_UPSTREAM", ROOT / "target" / "debug" / "examples" / "fake_upstream")
+).resolve()
 TEMPLATE = ROOT / "template.yaml"
 
 API_KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
@@ -142,6 +149,33 @@ def moto_table() -> Iterator[dict[str, str]]:
         dynamodb.delete_table(TableName=table)
 
 
+def moto_s3():
+    """An S3 client for the moto server (`moto_table` checked the endpoint)."""
+    aws = _aws_settings()
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ["LB_MOTO_ENDPOINT"],
+        region_name=aws["AWS_REGION"],
+        aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+@contextlib.contextmanager
+def moto_bucket() -> Iterator[dict[str, str]]:
+    """A fresh, uniquely named bucket in the moto server, emptied and removed after."""
+    s3 = moto_s3()
+    bucket = f"lb-sdk-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    try:
+        yield {"BATCHES_BUCKET": bucket}
+    finally:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", []):
+                s3.delete_object(Bucket=bucket, Key=item["Key"])
+        s3.delete_bucket(Bucket=bucket)
+
+
 @contextlib.contextmanager
 def storage(backend: str, tmp_dir: Path) -> Iterator[dict[str, str]]:
     """The environment that points a server at a fresh, empty store."""
@@ -150,8 +184,8 @@ def storage(backend: str, tmp_dir: Path) -> Iterator[dict[str, str]]:
         data_dir.mkdir()
         yield {"BATCHES_DATA_DIR": str(data_dir)}
     elif backend == "moto":
-        with moto_table() as env:
-            yield env
+        with moto_table() as table_env, moto_bucket() as bucket_env:
+            yield {**table_env, **bucket_env}
     else:
         raise ValueError(f"unknown backend {backend!r}")
 
@@ -173,9 +207,48 @@ def _health_ok(base_url: str) -> bool:
         return False
 
 
+_FAKE_UPSTREAM: dict[str, object] = {}
+
+
+def fake_upstream_url() -> str:
+    """The suite's fake OpenAI-compatible upstream, started once on first use
+    (examples/fake_upstream.rs; it prints its base URL on its first line)."""
+    if "url" not in _FAKE_UPSTREAM:
+        if not FAKE_UPSTREAM.is_file():
+            pytest.fail(
+                f"{FAKE_UPSTREAM} does not exist: run `cargo build --example fake_upstream` "
+                "(scripts/test.sh does), or point LB_FAKE_UPSTREAM at it.",
+                pytrace=False,
+            )
+        process = subprocess.Popen(
+            [str(FAKE_UPSTREAM), "--port", "0", "--models", "fake-model,fake-embed"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = process.stdout.readline() if process.stdout else ""
+        if not line.startswith("listening on "):
+            process.kill()
+            pytest.fail(f"fake upstream did not start: {line!r}", pytrace=False)
+        _FAKE_UPSTREAM["process"] = process
+        _FAKE_UPSTREAM["url"] = line.removeprefix("listening on ").strip()
+    return str(_FAKE_UPSTREAM["url"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_fake_upstream() -> Iterator[None]:
+    yield
+    process = _FAKE_UPSTREAM.get("process")
+    if isinstance(process, subprocess.Popen):
+        process.terminate()
+        process.wait(timeout=10)
+
+
 @contextlib.contextmanager
-def running_server(backend: str, tmp_dir: Path) -> Iterator[Server]:
-    """Starts the binary on a free port against a fresh store; stops it afterwards."""
+def running_server(
+    backend: str, tmp_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """Starts the binary on a free port against a fresh store, with `extra_env`
+    on top of the suite's settings; stops it afterwards."""
     if not BINARY.is_file():
         pytest.fail(
             f"{BINARY} does not exist: run `cargo build --bin lambda-batches` "
@@ -194,10 +267,12 @@ def running_server(backend: str, tmp_dir: Path) -> Iterator[Server]:
         env.update(
             PORT=str(port),
             BATCHES_HOST="127.0.0.1",
+            UPSTREAM_BASE_URL=fake_upstream_url(),
             BATCHES_API_KEYS=",".join(f"{k}:{t}" for k, t in API_KEYS.items()),
             RUST_LOG=os.environ.get("RUST_LOG", "info"),
             **storage_env,
         )
+        env.update(extra_env or {})
         server = Server(base_url=f"http://127.0.0.1:{port}", log_path=tmp_dir / "server.log")
         with server.log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -251,4 +326,13 @@ def fresh_server(backend: str, tmp_path: Path) -> Iterator[Server]:
     """A server with an empty store of its own, for tests that must see exactly
     the batches they created (listing)."""
     with running_server(backend, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def files_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server for the file tests, with the inline content limit lowered to
+    1 MiB so that larger files exercise the presigned redirect (on S3)."""
+    extra = {"BATCHES_INLINE_CONTENT_MAX_BYTES": str(FILES_INLINE_CONTENT_MAX_BYTES)}
+    with running_server(backend, tmp_path_factory.mktemp(f"{backend}-files"), extra) as running:
         yield running

@@ -446,6 +446,35 @@ impl BatchStore for DynamoStore {
         )))
     }
 
+    async fn touch_pending(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        status: BatchStatus,
+        now_secs: i64,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
+            .update_expression("SET pending_since = :now")
+            .condition_expression("pending_status = :status")
+            .expression_attribute_values(":now", number(now_secs))
+            .expression_attribute_values(":status", AttributeValue::S(status.as_str().into()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(failure))
+                if failure.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(false)
+            }
+            Err(other) => Err(dynamo_error("UpdateItem", other)),
+        }
+    }
+
     async fn stuck(
         &self,
         status: BatchStatus,

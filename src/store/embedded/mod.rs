@@ -64,7 +64,7 @@ impl EmbeddedStore {
         conn.pragma_update(None, "busy_timeout", 5000)?;
         migrate(&conn)?;
         conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(files::SCHEMA)?;
+        files::init(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -261,6 +261,26 @@ impl BatchStore for EmbeddedStore {
             ])?;
             tx.commit()?;
             Ok(TransitionOutcome::Applied(Box::new(record.batch)))
+        })
+        .await
+    }
+
+    async fn touch_pending(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        status: BatchStatus,
+        now_secs: i64,
+    ) -> Result<bool, StoreError> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.with_conn(move |conn| {
+            let touched = conn
+                .prepare_cached(
+                    "UPDATE batches SET pending_since = ?4
+                     WHERE tenant = ?1 AND id = ?2 AND pending_status = ?3",
+                )?
+                .execute(params![tenant, id, status.as_str(), now_secs])?;
+            Ok(touched == 1)
         })
         .await
     }
