@@ -188,6 +188,10 @@ start_emulators() {
 # --- the run --------------------------------------------------------------------
 
 skip_cargo_tests=${LB_SKIP_CARGO_TESTS:-}
+# The crash points of the fault-injection tests (tests/crash_recovery.rs). One
+# feature set for every cargo step, so the test build's binary is the one pytest
+# runs and nothing compiles twice; the crash points stay inert unless LB_CRASH_AT is set.
+FEATURES="--features fault-injection"
 
 # Static checks first: they are the cheapest way to fail and need no emulator.
 if [[ -n $skip_cargo_tests ]]; then
@@ -196,8 +200,8 @@ else
   step fmt "cargo fmt --all -- --check"
   cargo fmt --all -- --check
   done_step
-  step clippy "cargo clippy --all-targets -- -D warnings"
-  cargo clippy --all-targets -- -D warnings
+  step clippy "cargo clippy --all-targets $FEATURES -- -D warnings"
+  cargo clippy --all-targets $FEATURES -- -D warnings
   done_step
 fi
 
@@ -213,13 +217,13 @@ done_step
 if [[ -n $skip_cargo_tests ]]; then
   SKIPPED+=("cargo-test")
 else
-  step cargo-test "cargo test --all-targets"
-  cargo test --all-targets
+  step cargo-test "cargo test --all-targets $FEATURES"
+  cargo test --all-targets $FEATURES
   done_step
 fi
 
-step build "cargo build --bin lambda-batches"
-cargo build --bin lambda-batches
+step build "cargo build --bin lambda-batches --example fake_upstream $FEATURES"
+cargo build --bin lambda-batches --example fake_upstream $FEATURES
 done_step
 
 step pytest "pytest tests/sdk (the openai SDK against the built binary)"

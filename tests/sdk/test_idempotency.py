@@ -8,7 +8,7 @@ in a way the SDK does not retry.
 import openai
 import pytest
 
-from helpers import BATCH, create, unique_key
+from helpers import BATCH, create, stable_fields, unique_key
 
 REPLAYED = "idempotent-replayed"
 
@@ -35,7 +35,7 @@ def test_given_a_body_key_when_the_create_is_retried_with_metadata_reordered_the
     assert retry_raw.headers.get(REPLAYED) == "true"
     assert retry.id == first.id
     assert retry.created_at == first.created_at
-    assert retry.model_dump() == first.model_dump()
+    assert stable_fields(retry) == stable_fields(first)
     assert retry.metadata == {"team": "search", "run": "7"}
 
 
@@ -51,7 +51,7 @@ def test_given_an_idempotency_key_header_when_the_create_is_retried_then_the_fir
     )
 
     assert retry_raw.headers.get(REPLAYED) == "true"
-    assert retry_raw.parse().model_dump() == first.model_dump()
+    assert stable_fields(retry_raw.parse()) == stable_fields(first)
 
 
 def test_given_the_same_key_in_header_and_body_when_creating_then_it_is_one_key(server):
@@ -104,7 +104,7 @@ def test_given_a_used_key_when_reused_with_another_input_file_then_409_is_return
     assert error.value.status_code == 409
     assert "was previously used with different parameters" in error.value.message
     assert sent == ["POST /v1/batches"]
-    assert server.client().batches.retrieve(original.id).model_dump() == original.model_dump()
+    assert stable_fields(server.client().batches.retrieve(original.id)) == stable_fields(original)
 
 
 def test_given_no_key_when_creating_twice_then_two_batches_are_created(server):
