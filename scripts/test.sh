@@ -168,7 +168,8 @@ start_emulators() {
   mkdir -p "$LOGS"
   local moto_port dynalite_port
   moto_port=$(free_port)
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$LOGS/moto.log" 2>&1 &
+  # moto applies requests one at a time, as DynamoDB does per item (see the script).
+  "$PY" scripts/moto_server.py 127.0.0.1 "$moto_port" >"$LOGS/moto.log" 2>&1 &
   EMULATOR_PIDS+=($!)
   wait_for_http moto "http://127.0.0.1:$moto_port/moto-api/" "$!" "$LOGS/moto.log"
 

@@ -389,6 +389,29 @@ async fn given_thousands_of_errors_then_the_record_keeps_1000_and_counts_the_res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_an_expired_file_in_the_embedded_store_then_the_reconciler_deletes_record_and_bytes()
+{
+    let stage = stage(Backend::Embedded).await;
+    let file = stage.upload(b"{}\n").await;
+    let BlobTarget::Dir(dir) = &stage.target else {
+        unreachable!("embedded uses a directory")
+    };
+    let blob = dir.join(format!("files/default/{file}"));
+    assert!(blob.exists());
+
+    stage.worker.reconcile().await.expect("reconcile");
+    assert!(blob.exists(), "a live file is kept");
+    stage.clock.advance_ms(30 * 86_400 * 1000);
+    stage.worker.reconcile().await.expect("reconcile");
+
+    assert!(!blob.exists(), "the bytes of the expired file are gone");
+    assert_eq!(
+        stage.app.get(&format!("/v1/files/{file}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_an_upstream_model_list_then_unknown_models_fail_validation() {
     let models = axum::Router::new().route(
         "/v1/models",

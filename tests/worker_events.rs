@@ -15,7 +15,7 @@ use lambda_batches::config::Config;
 use lambda_batches::domain::TenantId;
 use lambda_batches::queue::in_process::InProcessQueue;
 use lambda_batches::queue::WorkItem;
-use lambda_batches::worker::lambda::{handle_event, work_for};
+use lambda_batches::worker::lambda::{blob_of_removed_file, handle_event, work_for};
 use serde_json::{json, Value};
 
 const BATCH_ID: &str = "batch_73f05e2ad4e9789a1deca236903d4b08";
@@ -198,7 +198,7 @@ fn passes_filter(record: &Value) -> bool {
 }
 
 #[test]
-fn given_the_template_stream_filter_then_batch_changes_pass_and_file_records_and_purges_do_not() {
+fn given_the_template_stream_filter_then_batch_changes_and_file_removals_pass_and_nothing_else() {
     for name in ["worker_stream_insert.json", "worker_stream_cancel.json"] {
         let event: Value = serde_json::from_str(&sample(name)).expect("JSON");
         assert!(
@@ -216,7 +216,27 @@ fn given_the_template_stream_filter_then_batch_changes_pass_and_file_records_and
     );
     let mut ttl_purge = insert["Records"][0].clone();
     ttl_purge["eventName"] = json!("REMOVE");
-    assert!(!passes_filter(&ttl_purge), "TTL purges need no work");
+    assert!(!passes_filter(&ttl_purge), "batch purges need no work");
+    let removed: Value =
+        serde_json::from_str(&sample("worker_stream_file_removed.json")).expect("JSON");
+    assert!(
+        passes_filter(&removed["Records"][0]),
+        "a removed file's bytes must be deleted"
+    );
+}
+
+#[test]
+fn given_a_removed_file_record_then_its_blob_is_named_and_batch_records_name_none() {
+    let removed: StreamEvent =
+        serde_json::from_str(&sample("worker_stream_file_removed.json")).expect("event");
+    assert_eq!(
+        blob_of_removed_file(&removed.records[0]).as_deref(),
+        Some("files/default/file-0123456789abcdef0123456789abcdef")
+    );
+    assert_eq!(work_for(&removed.records[0]), None);
+    let insert: StreamEvent =
+        serde_json::from_str(&sample("worker_stream_insert.json")).expect("event");
+    assert_eq!(blob_of_removed_file(&insert.records[0]), None);
 }
 
 #[test]

@@ -122,6 +122,16 @@ pub trait FileStore: Send + Sync {
         now_secs: i64,
     ) -> Result<Option<FileRecord>, StoreError>;
 
+    /// Removes up to `limit` file records that expired before `now_secs` and
+    /// returns them, so the caller deletes their bytes too. DynamoDB's TTL
+    /// removes expired records by itself (and the table stream reports each
+    /// removal to the worker), so there this returns nothing.
+    async fn sweep_expired_files(
+        &self,
+        now_secs: i64,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>, StoreError>;
+
     /// Stores a new upload record (ids are fresh, so this never overwrites).
     async fn create_upload(&self, record: &UploadRecord) -> Result<(), StoreError>;
 

@@ -95,17 +95,39 @@ pub fn work_for(record: &EventRecord) -> Option<WorkItem> {
     }
 }
 
-/// Turns table changes into work items. A failed enqueue reports its record,
-/// so Lambda retries from there (`ReportBatchItemFailures`).
+/// The blob of a file record that DynamoDB's TTL (or a delete) removed.
+pub fn blob_of_removed_file(record: &EventRecord) -> Option<String> {
+    #[derive(Deserialize)]
+    struct FileImage {
+        id: String,
+        blob_key: String,
+    }
+    if record.event_name != "REMOVE" {
+        return None;
+    }
+    let old: FileImage = serde_dynamo::from_item(record.change.old_image.clone()).ok()?;
+    old.id.starts_with("file-").then_some(old.blob_key)
+}
+
+/// Turns table changes into work items, and deletes the bytes of removed
+/// files. A failure reports its record, so Lambda retries from there
+/// (`ReportBatchItemFailures`).
 async fn handle_stream(worker: &Worker, event: StreamEvent) -> Value {
     for record in &event.records {
+        let sequence = || record.change.sequence_number.clone().unwrap_or_default();
+        if let Some(blob_key) = blob_of_removed_file(record) {
+            if let Err(error) = worker.delete_expired_blob(&blob_key).await {
+                tracing::error!(blob_key, error = %ErrorChain(&error), "could not delete the bytes of a removed file");
+                return json!({ "batchItemFailures": [{ "itemIdentifier": sequence() }] });
+            }
+            continue;
+        }
         let Some(item) = work_for(record) else {
             continue;
         };
         if let Err(error) = worker.queue.enqueue(&item).await {
             tracing::error!(?item, error = %ErrorChain(&error), "could not enqueue work from the stream");
-            let sequence = record.change.sequence_number.clone().unwrap_or_default();
-            return json!({ "batchItemFailures": [{ "itemIdentifier": sequence }] });
+            return json!({ "batchItemFailures": [{ "itemIdentifier": sequence() }] });
         }
         tracing::info!(?item, "enqueued work from the table stream");
     }

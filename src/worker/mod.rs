@@ -102,7 +102,25 @@ impl Worker {
                 redriven += 1;
             }
         }
+        self.sweep_expired_files(now).await?;
         Ok(redriven)
+    }
+
+    /// Deletes the bytes of files whose records the store has just expired
+    /// (the embedded store; DynamoDB's TTL and the table stream do this in AWS).
+    async fn sweep_expired_files(&self, now: i64) -> Result<(), WorkerError> {
+        for record in self.files.sweep_expired_files(now, RECONCILE_PAGE).await? {
+            self.blobs.delete(&record.blob_key).await?;
+            tracing::info!(file_id = %record.file.id, tenant = %record.tenant, "expired file deleted");
+        }
+        Ok(())
+    }
+
+    /// Deletes the bytes of a file whose record DynamoDB's TTL removed.
+    pub async fn delete_expired_blob(&self, blob_key: &str) -> Result<(), WorkerError> {
+        self.blobs.delete(blob_key).await?;
+        tracing::info!(blob_key, "bytes of an expired file deleted");
+        Ok(())
     }
 }
 

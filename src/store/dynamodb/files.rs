@@ -287,6 +287,16 @@ impl FileStore for DynamoStore {
             .filter(|record| record.is_live(now_secs)))
     }
 
+    async fn sweep_expired_files(
+        &self,
+        _now_secs: i64,
+        _limit: usize,
+    ) -> Result<Vec<FileRecord>, StoreError> {
+        // TTL on `purge_at` removes expired file records; the worker deletes
+        // their bytes when the table stream reports the removal.
+        Ok(Vec::new())
+    }
+
     async fn create_upload(&self, record: &UploadRecord) -> Result<(), StoreError> {
         self.client
             .put_item()

@@ -203,6 +203,30 @@ impl FileStore for EmbeddedStore {
         .await
     }
 
+    async fn sweep_expired_files(
+        &self,
+        now_secs: i64,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_conn(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "DELETE FROM files WHERE (tenant, id) IN (
+                     SELECT tenant, id FROM files
+                     WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2)
+                 RETURNING record",
+            )?;
+            let rows =
+                statement.query_map(params![now_secs, limit], |row| row.get::<_, String>(0))?;
+            let mut swept = Vec::new();
+            for row in rows {
+                swept.push(file_from_json(&row?)?);
+            }
+            Ok(swept)
+        })
+        .await
+    }
+
     async fn create_upload(&self, record: &UploadRecord) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).map_err(corrupt)?;
         let (tenant, id, purge_at) = (
