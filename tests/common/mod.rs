@@ -427,6 +427,15 @@ pub async fn create_table_from_template(client: &aws_sdk_dynamodb::Client, table
                 .expect("GSI"),
         );
     }
+    if let Some(view) = properties["StreamSpecification"]["StreamViewType"].as_str() {
+        request = request.stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::from(view))
+                .build()
+                .expect("stream specification"),
+        );
+    }
     request.send().await.expect("CreateTable");
     // dynalite creates tables asynchronously: poll until ACTIVE.
     for _ in 0..200 {
