@@ -191,9 +191,15 @@ impl FileStore for EmbeddedStore {
     ) -> Result<Option<FileRecord>, StoreError> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         self.with_conn(move |conn| {
+            // Only a live file: an expired one is left to the sweep, which deletes
+            // its bytes with it.
             let text: Option<String> = conn
-                .prepare_cached("DELETE FROM files WHERE tenant = ?1 AND id = ?2 RETURNING record")?
-                .query_row(params![tenant, id], |row| row.get(0))
+                .prepare_cached(
+                    "DELETE FROM files
+                     WHERE tenant = ?1 AND id = ?2 AND (expires_at IS NULL OR expires_at > ?3)
+                     RETURNING record",
+                )?
+                .query_row(params![tenant, id, now_secs], |row| row.get(0))
                 .optional()?;
             Ok(text
                 .map(|t| file_from_json(&t))
