@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod batch_file;
 pub mod create;
+pub mod execution;
 pub mod file;
 pub mod idempotency;
 pub mod jsonl;

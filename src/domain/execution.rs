@@ -1,0 +1,194 @@
+//! How a batch's input is divided for execution, and how committed work is
+//! recognised: pure arithmetic over byte offsets, shared by every worker.
+//!
+//! The input file is cut into byte ranges (shards). A line belongs to the range
+//! holding its first byte, so ranges never split ownership of a line. Workers
+//! commit *segments*: a contiguous run of lines `[start, end)` of one shard,
+//! keyed by `start`. A segment's `end` is where the next one starts, so each
+//! shard is a chain of segments, and two workers racing on one shard commit the
+//! same keys: the first commit of a key wins, the other attempt's results are
+//! dropped. The batch is done when the committed segments cover every byte.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A half-open byte range of the input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The shards of a file of `file_bytes`, each at most `shard_bytes` long.
+/// An empty file has no shards.
+pub fn shards(file_bytes: u64, shard_bytes: u64) -> Vec<ByteRange> {
+    let shard_bytes = shard_bytes.max(1);
+    (0..file_bytes.div_ceil(shard_bytes))
+        .map(|i| ByteRange {
+            start: i * shard_bytes,
+            end: ((i + 1) * shard_bytes).min(file_bytes),
+        })
+        .collect()
+}
+
+/// A committed run of lines: where its results are, and what they counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub end: u64,
+    /// Blob keys of this segment's output and error lines, when it has any.
+    pub output_part: Option<String>,
+    pub error_part: Option<String>,
+    pub completed: u64,
+    pub failed: u64,
+}
+
+/// Committed segments, keyed by their start offset.
+pub type Segments = BTreeMap<u64, Segment>;
+
+/// Where work on `shard` must resume: the first offset its chain of committed
+/// segments does not cover, or `None` when the shard is done.
+pub fn resume_point(segments: &Segments, shard: ByteRange) -> Option<u64> {
+    let mut at = shard.start;
+    while at < shard.end {
+        match segments.get(&at) {
+            Some(segment) if segment.end > at => at = segment.end,
+            _ => return Some(at),
+        }
+    }
+    None
+}
+
+/// Bytes the committed segments cover. Segments never overlap (each starts
+/// where a committed one ended, or at a shard start), so this is a plain sum.
+pub fn covered_bytes(segments: &Segments) -> u64 {
+    segments
+        .iter()
+        .map(|(start, s)| s.end.saturating_sub(*start))
+        .sum()
+}
+
+/// The uncovered ranges of `file_bytes`, in order: what an expired batch never ran.
+pub fn gaps(segments: &Segments, file_bytes: u64) -> Vec<ByteRange> {
+    let mut gaps = Vec::new();
+    let mut at = 0;
+    for (start, segment) in segments {
+        if *start > at {
+            gaps.push(ByteRange {
+                start: at,
+                end: *start,
+            });
+        }
+        at = at.max(segment.end);
+    }
+    if at < file_bytes {
+        gaps.push(ByteRange {
+            start: at,
+            end: file_bytes,
+        });
+    }
+    gaps
+}
+
+/// The `id` of a request line in the output: stable for a line of a batch, so a
+/// line run twice after a crash gets the same id both times.
+pub fn request_id(batch_id: &str, line_offset: u64) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(batch_id.as_bytes());
+    hasher.update(line_offset.to_be_bytes());
+    format!("batch_req_{}", &hex::encode(hasher.finalize())[..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(end: u64) -> Segment {
+        Segment {
+            end,
+            output_part: None,
+            error_part: None,
+            completed: 0,
+            failed: 0,
+        }
+    }
+
+    #[test]
+    fn shards_cover_the_file_exactly_once() {
+        assert_eq!(shards(0, 10), vec![]);
+        assert_eq!(shards(10, 10), vec![ByteRange { start: 0, end: 10 }]);
+        assert_eq!(
+            shards(25, 10),
+            vec![
+                ByteRange { start: 0, end: 10 },
+                ByteRange { start: 10, end: 20 },
+                ByteRange { start: 20, end: 25 },
+            ]
+        );
+        for size in [1, 7, 100, 1_000] {
+            let total: u64 = shards(997, size).iter().map(ByteRange::len).sum();
+            assert_eq!(total, 997);
+        }
+    }
+
+    #[test]
+    fn a_shard_resumes_after_its_committed_chain() {
+        let shard = ByteRange {
+            start: 100,
+            end: 200,
+        };
+        let mut segments = Segments::new();
+        assert_eq!(resume_point(&segments, shard), Some(100));
+        segments.insert(100, segment(130));
+        assert_eq!(resume_point(&segments, shard), Some(130));
+        segments.insert(130, segment(210)); // the last line runs past the shard end
+        assert_eq!(resume_point(&segments, shard), None);
+        segments.insert(0, segment(100));
+        assert_eq!(
+            resume_point(&segments, shard),
+            None,
+            "other shards do not matter"
+        );
+    }
+
+    #[test]
+    fn coverage_and_gaps_agree() {
+        let mut segments = Segments::new();
+        segments.insert(0, segment(30));
+        segments.insert(50, segment(80));
+        assert_eq!(covered_bytes(&segments), 60);
+        assert_eq!(
+            gaps(&segments, 100),
+            vec![
+                ByteRange { start: 30, end: 50 },
+                ByteRange {
+                    start: 80,
+                    end: 100
+                }
+            ]
+        );
+        segments.insert(30, segment(50));
+        segments.insert(80, segment(100));
+        assert_eq!(covered_bytes(&segments), 100);
+        assert!(gaps(&segments, 100).is_empty());
+    }
+
+    #[test]
+    fn request_ids_are_stable_per_line_and_distinct_across_lines() {
+        assert_eq!(request_id("batch_a", 7), request_id("batch_a", 7));
+        assert_ne!(request_id("batch_a", 7), request_id("batch_a", 8));
+        assert_ne!(request_id("batch_a", 7), request_id("batch_b", 7));
+        assert!(request_id("batch_a", 0).starts_with("batch_req_"));
+    }
+}
