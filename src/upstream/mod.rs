@@ -2,6 +2,21 @@
 //!
 //! One `reqwest::Client` per process, built at init: it keeps connections alive
 //! across every request of every batch.
+//!
+//! - [`UpstreamClient::execute`] runs one request line, with the retries of a
+//!   [`RetryPolicy`], and says how it ended ([`Outcome`]);
+//! - [`output_line`] / [`OutputLine`] turn that into a line of the output or error file;
+//! - [`usage_of`] reads an answer's token usage for the batch's `usage`.
+
+mod execute;
+mod output;
+mod retry;
+mod usage;
+
+pub use execute::{transport_code, Execution, Outcome};
+pub use output::{output_line, OutputError, OutputLine, OutputResponse};
+pub use retry::RetryPolicy;
+pub use usage::usage_of;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -39,9 +54,13 @@ impl UpstreamClient {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let builder = self
-            .http
-            .request(method, format!("{}{path}", self.base_url));
+        self.authorize(
+            self.http
+                .request(method, format!("{}{path}", self.base_url)),
+        )
+    }
+
+    fn authorize(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.api_key {
             Some(key) => builder.bearer_auth(key),
             None => builder,
