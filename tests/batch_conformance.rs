@@ -8,8 +8,10 @@ use std::collections::HashSet;
 use axum::http::{Method, StatusCode};
 use common::{create_body, with_key, Backend, TestApp, RETENTION_SECS};
 use futures::future::join_all;
+use lambda_batches::domain::batch::Usage;
+use lambda_batches::domain::execution::Segment;
 use lambda_batches::domain::{BatchId, BatchStatus, TenantId, Transition};
-use lambda_batches::store::TransitionOutcome;
+use lambda_batches::store::{CommitOutcome, SegmentCommit, TransitionOutcome};
 use serde_json::{json, Value};
 
 macro_rules! backend_suite {
@@ -50,6 +52,8 @@ conformance_suite!(
         given_an_unknown_cursor_when_listing_then_400,
         given_two_tenants_when_using_one_key_then_nothing_is_shared,
         given_a_batch_past_retention_then_it_is_gone_and_its_key_is_free,
+        given_a_running_batch_when_segments_commit_then_each_start_lands_once_with_its_counts,
+        given_a_sealed_or_idle_batch_when_a_segment_commits_then_it_is_closed,
     ]
 );
 
@@ -614,4 +618,152 @@ async fn given_a_batch_past_retention_then_it_is_gone_and_its_key_is_free(backen
     assert!(reused.headers.get("idempotent-replayed").is_none());
     assert_eq!(reused.body["input_file_id"], "file-2");
     assert!(reused.body["created_at"].as_i64() > original.body["created_at"].as_i64());
+}
+
+fn segment_commit(start: u64, end: u64, completed: u64, failed: u64) -> SegmentCommit {
+    let mut usage = Usage::default();
+    usage.input_tokens = 10 * completed;
+    usage.output_tokens = 5 * completed;
+    usage.total_tokens = 15 * completed;
+    usage.input_tokens_details.cached_tokens = completed;
+    SegmentCommit {
+        start,
+        segment: Segment {
+            end,
+            output_part: Some(format!("parts/{start}.out")),
+            error_part: None,
+            completed,
+            failed,
+        },
+        usage,
+    }
+}
+
+async fn running_batch(app: &TestApp) -> (TenantId, BatchId) {
+    let id = app.create(&create_body("file-1")).await.id();
+    let (tenant, batch_id) = (TenantId::default_tenant(), BatchId::parse(&id).expect("id"));
+    let start = Transition::start(app.clock_secs(), 10, Some("m".into()));
+    let outcome = app
+        .store
+        .transition(&tenant, &batch_id, start, app.clock_secs())
+        .await
+        .expect("start");
+    assert!(
+        matches!(outcome, TransitionOutcome::Applied(_)),
+        "{outcome:?}"
+    );
+    (tenant, batch_id)
+}
+
+async fn given_a_running_batch_when_segments_commit_then_each_start_lands_once_with_its_counts(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let (tenant, id) = running_batch(&app).await;
+    let now = app.clock_secs();
+
+    let attempts = join_all((0..16).map(|i| {
+        let commit = segment_commit(0, 100, 3 + (i % 2), 1);
+        let (app, tenant, id) = (&app, &tenant, &id);
+        async move {
+            app.store
+                .commit_segment(tenant, id, &commit, now)
+                .await
+                .expect("commit")
+        }
+    }))
+    .await;
+    let committed: Vec<&CommitOutcome> = attempts
+        .iter()
+        .filter(|o| matches!(o, CommitOutcome::Committed(_)))
+        .collect();
+    assert_eq!(
+        committed.len(),
+        1,
+        "one attempt per start wins: {attempts:?}"
+    );
+    assert!(attempts.iter().all(|o| matches!(
+        o,
+        CommitOutcome::Committed(_) | CommitOutcome::AlreadyCommitted(_)
+    )));
+    let second = app
+        .store
+        .commit_segment(&tenant, &id, &segment_commit(100, 180, 2, 0), now)
+        .await
+        .expect("commit");
+    let CommitOutcome::Committed(record) = second else {
+        panic!("{second:?}")
+    };
+
+    assert_eq!(
+        record.segments.keys().copied().collect::<Vec<_>>(),
+        vec![0, 100]
+    );
+    assert_eq!(record.segments[&100].end, 180);
+    let counts = record.batch.request_counts;
+    let first_completed = record.segments[&0].completed;
+    assert_eq!(
+        (counts.completed, counts.failed, counts.total),
+        (first_completed + 2, 1, 10)
+    );
+    let usage = record.batch.usage.expect("usage");
+    assert_eq!(usage.input_tokens, 10 * (first_completed + 2));
+    assert_eq!(
+        usage.input_tokens_details.cached_tokens,
+        first_completed + 2
+    );
+    let retrieved = app.retrieve(id.as_str()).await.body;
+    assert_eq!(
+        retrieved["request_counts"]["completed"],
+        first_completed + 2,
+        "progress is visible"
+    );
+    assert_eq!(
+        retrieved["usage"]["total_tokens"],
+        15 * (first_completed + 2)
+    );
+}
+
+async fn given_a_sealed_or_idle_batch_when_a_segment_commits_then_it_is_closed(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let now = app.clock_secs();
+    let validating = BatchId::parse(&app.create(&create_body("file-1")).await.id()).expect("id");
+    let tenant = TenantId::default_tenant();
+    let idle = app
+        .store
+        .commit_segment(&tenant, &validating, &segment_commit(0, 10, 1, 0), now)
+        .await
+        .expect("commit");
+    assert!(matches!(idle, CommitOutcome::Closed(_)), "{idle:?}");
+
+    let (tenant, id) = running_batch(&app).await;
+    let sealed = app
+        .store
+        .seal(&tenant, &id, now)
+        .await
+        .expect("seal")
+        .expect("a record");
+    assert!(sealed.sealed);
+    let late = app
+        .store
+        .commit_segment(&tenant, &id, &segment_commit(0, 10, 1, 0), now)
+        .await
+        .expect("commit");
+    let CommitOutcome::Closed(record) = late else {
+        panic!("{late:?}")
+    };
+    assert!(record.segments.is_empty());
+    assert_eq!(record.batch.request_counts.completed, 0);
+    let missing = BatchId::parse("batch_00000000000000000000000000000000").expect("id");
+    assert_eq!(
+        app.store.seal(&tenant, &missing, now).await.expect("seal"),
+        None
+    );
+    assert_eq!(
+        app.store
+            .commit_segment(&tenant, &missing, &segment_commit(0, 1, 1, 0), now)
+            .await
+            .expect("commit"),
+        CommitOutcome::NotFound
+    );
 }

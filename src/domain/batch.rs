@@ -174,6 +174,9 @@ pub struct BatchPatch {
     pub errors: Option<BatchErrors>,
     pub request_counts: Option<RequestCounts>,
     pub model: Option<String>,
+    pub usage: Option<Usage>,
+    pub output_file_id: Option<String>,
+    pub error_file_id: Option<String>,
 }
 
 impl Transition {
@@ -206,7 +209,8 @@ impl Transition {
         }
     }
 
-    /// `validating` → `in_progress`, ready for execution.
+    /// `validating` → `in_progress`, ready for execution; usage starts at zero
+    /// so every committed segment can add to it.
     pub fn start(at: i64, total: u64, model: Option<String>) -> Self {
         Self {
             patch: BatchPatch {
@@ -215,6 +219,7 @@ impl Transition {
                     ..RequestCounts::default()
                 }),
                 model,
+                usage: Some(Usage::default()),
                 ..BatchPatch::default()
             },
             ..Self::new(&[BatchStatus::Validating], BatchStatus::InProgress, at)
@@ -251,6 +256,15 @@ impl Transition {
         }
         if let Some(model) = &self.patch.model {
             batch.model = Some(model.clone());
+        }
+        if let Some(usage) = self.patch.usage {
+            batch.usage = Some(usage);
+        }
+        if let Some(id) = &self.patch.output_file_id {
+            batch.output_file_id = Some(id.clone());
+        }
+        if let Some(id) = &self.patch.error_file_id {
+            batch.error_file_id = Some(id.clone());
         }
         true
     }

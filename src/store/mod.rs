@@ -12,6 +12,8 @@ pub mod files;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::batch::Usage;
+use crate::domain::execution::{Segment, Segments};
 use crate::domain::{
     Batch, BatchId, BatchStatus, Fingerprint, OutputExpiresAfter, TenantId, Transition,
 };
@@ -28,6 +30,45 @@ pub struct BatchRecord {
     /// Unix seconds after which the record (and its idempotency key) is gone.
     /// DynamoDB's TTL deletes late, so every read checks it too.
     pub purge_at: i64,
+    /// Execution results committed so far, by start offset (`domain::execution`).
+    #[serde(default)]
+    pub segments: Segments,
+    /// Set once results are being assembled: no segment commits after it.
+    #[serde(default)]
+    pub sealed: bool,
+}
+
+/// One segment's results, committed in one conditional write together with
+/// the counts and usage it adds to the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentCommit {
+    pub start: u64,
+    pub segment: Segment,
+    pub usage: Usage,
+}
+
+/// What a segment commit found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommitOutcome {
+    /// Written; the record as it is now.
+    Committed(Box<BatchRecord>),
+    /// Another attempt committed this start first: nothing written.
+    AlreadyCommitted(Box<BatchRecord>),
+    /// The batch takes no more results (sealed, or no longer running).
+    Closed(Box<BatchRecord>),
+    NotFound,
+}
+
+impl BatchRecord {
+    /// Whether a commit may still land: running (or cancelling, whose partial
+    /// results are kept) and not yet sealed.
+    pub fn accepts_results(&self) -> bool {
+        !self.sealed
+            && matches!(
+                self.batch.status,
+                BatchStatus::InProgress | BatchStatus::Cancelling
+            )
+    }
 }
 
 impl BatchRecord {
@@ -133,6 +174,25 @@ pub trait BatchStore: Send + Sync {
         transition: Transition,
         now_secs: i64,
     ) -> Result<TransitionOutcome, StoreError>;
+
+    /// Commits one segment's results, unless its start is already committed or
+    /// the batch takes no more results: one conditional write.
+    async fn commit_segment(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        commit: &SegmentCommit,
+        now_secs: i64,
+    ) -> Result<CommitOutcome, StoreError>;
+
+    /// Stops the batch taking results and returns it as sealed: the committed
+    /// segments it holds are final.
+    async fn seal(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        now_secs: i64,
+    ) -> Result<Option<BatchRecord>, StoreError>;
 
     /// Restarts the stuck clock of a batch still in `status`, so one re-drive is
     /// not followed by another at every reconciler run while it is handled.

@@ -4,7 +4,7 @@
 //! key `tenant` (HASH) + `id` (RANGE); GSI `tenant-created-index` on `tenant` +
 //! `created_order`; TTL on `purge_at`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -19,8 +19,10 @@ use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BatchRecord, BatchStore, CreateOutcome, ListOutcome, StoreError, StuckBatch, TransitionOutcome,
+    BatchRecord, BatchStore, CommitOutcome, CreateOutcome, ListOutcome, SegmentCommit, StoreError,
+    StuckBatch, TransitionOutcome,
 };
+use crate::domain::execution::Segment;
 use crate::domain::{
     Batch, BatchId, BatchStatus, Fingerprint, OutputExpiresAfter, TenantId, Transition,
 };
@@ -77,6 +79,16 @@ struct RecordAttributes {
     output_expires_after: Option<OutputExpiresAfter>,
     created_order: String,
     purge_at: i64,
+    /// Committed segments, keyed by their zero-padded start offset.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    segments: BTreeMap<String, Segment>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    sealed: bool,
+}
+
+/// A segment's key in the `segments` map: zero-padded, so it sorts as it counts.
+fn segment_key(start: u64) -> String {
+    format!("{start:020}")
 }
 
 impl DynamoStore {
@@ -156,6 +168,12 @@ fn to_item(record: &BatchRecord) -> Result<Item, StoreError> {
         output_expires_after: record.output_expires_after.clone(),
         created_order: record.created_order(),
         purge_at: record.purge_at,
+        segments: record
+            .segments
+            .iter()
+            .map(|(start, segment)| (segment_key(*start), segment.clone()))
+            .collect(),
+        sealed: record.sealed,
     };
     let extra: Item = serde_dynamo::to_item(&attributes).map_err(corrupt)?;
     item.extend(extra);
@@ -179,6 +197,15 @@ fn from_item(item: Item) -> Result<BatchRecord, StoreError> {
         .ok_or_else(|| {
             StoreError::Corrupt(format!("bad created_order {:?}", attributes.created_order))
         })?;
+    let segments = attributes
+        .segments
+        .into_iter()
+        .map(|(key, segment)| {
+            key.parse::<u64>()
+                .map(|start| (start, segment))
+                .map_err(|_| StoreError::Corrupt(format!("bad segment key {key:?}")))
+        })
+        .collect::<Result<_, _>>()?;
     Ok(BatchRecord {
         tenant: attributes.tenant,
         batch,
@@ -186,6 +213,8 @@ fn from_item(item: Item) -> Result<BatchRecord, StoreError> {
         output_expires_after: attributes.output_expires_after,
         created_us,
         purge_at: attributes.purge_at,
+        segments,
+        sealed: attributes.sealed,
     })
 }
 
@@ -200,6 +229,10 @@ fn live_record(item: Option<Item>, now_secs: i64) -> Result<Option<BatchRecord>,
 
 fn attribute<T: Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
     serde_dynamo::to_attribute_value(value).map_err(corrupt)
+}
+
+fn number_u64(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
 }
 
 fn number(value: i64) -> AttributeValue {
@@ -364,6 +397,25 @@ impl BatchStore for DynamoStore {
             values.insert(":model".into(), AttributeValue::S(model.clone()));
             set.push("model = :model");
         }
+        if let Some(usage) = &patch.usage {
+            values.insert(":usage".into(), attribute(usage)?);
+            names.insert("#usage".into(), "usage".into());
+            set.push("#usage = :usage");
+        }
+        if let Some(file) = &patch.output_file_id {
+            values.insert(":output_file".into(), AttributeValue::S(file.clone()));
+            set.push("output_file_id = :output_file");
+        }
+        if let Some(file) = &patch.error_file_id {
+            values.insert(":error_file".into(), AttributeValue::S(file.clone()));
+            set.push("error_file_id = :error_file");
+        }
+        if transition.to == BatchStatus::InProgress {
+            // Segment commits set `segments.<start>`: the map must exist first.
+            values.insert(":no_segments".into(), AttributeValue::M(HashMap::new()));
+            names.insert("#segments".into(), "segments".into());
+            set.push("#segments = if_not_exists(#segments, :no_segments)");
+        }
         // Keep the pending index in step with the status: in it while work
         // remains, out of it once the batch is terminal.
         let update = if transition.to.is_terminal() {
@@ -444,6 +496,152 @@ impl BatchStore for DynamoStore {
         Err(StoreError::Corrupt(format!(
             "batch {id} kept changing during a transition"
         )))
+    }
+
+    async fn commit_segment(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        commit: &SegmentCommit,
+        now_secs: i64,
+    ) -> Result<CommitOutcome, StoreError> {
+        let usage = &commit.usage;
+        let values = HashMap::from([
+            (":segment".to_string(), attribute(&commit.segment)?),
+            (
+                ":completed".to_string(),
+                number_u64(commit.segment.completed),
+            ),
+            (":failed".to_string(), number_u64(commit.segment.failed)),
+            (":input".to_string(), number_u64(usage.input_tokens)),
+            (":output".to_string(), number_u64(usage.output_tokens)),
+            (":total".to_string(), number_u64(usage.total_tokens)),
+            (
+                ":cached".to_string(),
+                number_u64(usage.input_tokens_details.cached_tokens),
+            ),
+            (
+                ":reasoning".to_string(),
+                number_u64(usage.output_tokens_details.reasoning_tokens),
+            ),
+            (":now".to_string(), number(now_secs)),
+            (
+                ":in_progress".to_string(),
+                AttributeValue::S(BatchStatus::InProgress.as_str().into()),
+            ),
+            (
+                ":cancelling".to_string(),
+                AttributeValue::S(BatchStatus::Cancelling.as_str().into()),
+            ),
+        ]);
+        // USAGE and SEGMENTS are DynamoDB reserved words: every name is aliased.
+        let names = HashMap::from([
+            ("#status".to_string(), "status".to_string()),
+            ("#segments".to_string(), "segments".to_string()),
+            ("#start".to_string(), segment_key(commit.start)),
+            ("#usage".to_string(), "usage".to_string()),
+            ("#counts".to_string(), "request_counts".to_string()),
+            ("#sealed".to_string(), "sealed".to_string()),
+        ]);
+        // One item, one write: the segment, the counts and the usage land
+        // together or not at all. `attribute_not_exists(segments.#start)` makes
+        // the first attempt at a segment the only one; `sealed` closes the batch.
+        let update = "SET #segments.#start = :segment, \
+            #counts.completed = #counts.completed + :completed, \
+            #counts.failed = #counts.failed + :failed, \
+            #usage.input_tokens = #usage.input_tokens + :input, \
+            #usage.output_tokens = #usage.output_tokens + :output, \
+            #usage.total_tokens = #usage.total_tokens + :total, \
+            #usage.input_tokens_details.cached_tokens = #usage.input_tokens_details.cached_tokens + :cached, \
+            #usage.output_tokens_details.reasoning_tokens = #usage.output_tokens_details.reasoning_tokens + :reasoning";
+        let condition = "attribute_exists(id) AND purge_at > :now \
+            AND #status IN (:in_progress, :cancelling) AND attribute_not_exists(#sealed) \
+            AND attribute_not_exists(#segments.#start)";
+        for _ in 0..MAX_ATTEMPTS {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
+                .update_expression(update)
+                .condition_expression(condition)
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let returned = match result {
+                Ok(output) => {
+                    let record = from_item(output.attributes.unwrap_or_default())?;
+                    return Ok(CommitOutcome::Committed(Box::new(record)));
+                }
+                Err(SdkError::ServiceError(failure)) => match failure.into_err() {
+                    UpdateItemError::ConditionalCheckFailedException(e) => e.item,
+                    other => {
+                        return Err(StoreError::DynamoDb {
+                            operation: "UpdateItem",
+                            source: Box::new(aws_sdk_dynamodb::Error::from(other)),
+                        })
+                    }
+                },
+                Err(other) => return Err(dynamo_error("UpdateItem", other)),
+            };
+            let current = match returned {
+                Some(item) => live_record(Some(item), now_secs)?,
+                None => {
+                    self.get_item(tenant.as_str(), id.as_str(), now_secs)
+                        .await?
+                }
+            };
+            match current {
+                None => return Ok(CommitOutcome::NotFound),
+                Some(record) if record.segments.contains_key(&commit.start) => {
+                    return Ok(CommitOutcome::AlreadyCommitted(Box::new(record)))
+                }
+                Some(record) if !record.accepts_results() => {
+                    return Ok(CommitOutcome::Closed(Box::new(record)))
+                }
+                // Without the old item (dynalite) the re-read may show a state that
+                // changed after the failed write: try again.
+                Some(_) => continue,
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "batch {id} kept changing during a commit"
+        )))
+    }
+
+    async fn seal(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        now_secs: i64,
+    ) -> Result<Option<BatchRecord>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
+            .update_expression("SET #sealed = :sealed")
+            .condition_expression("attribute_exists(id) AND purge_at > :now")
+            .expression_attribute_names("#sealed", "sealed")
+            .expression_attribute_values(":sealed", AttributeValue::Bool(true))
+            .expression_attribute_values(":now", number(now_secs))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(Some(from_item(output.attributes.unwrap_or_default())?)),
+            Err(SdkError::ServiceError(failure))
+                if failure.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(None)
+            }
+            Err(other) => Err(dynamo_error("UpdateItem", other)),
+        }
     }
 
     async fn touch_pending(

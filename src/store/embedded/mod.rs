@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    BatchRecord, BatchStore, CreateOutcome, ListOutcome, StoreError, StuckBatch, TransitionOutcome,
+    BatchRecord, BatchStore, CommitOutcome, CreateOutcome, ListOutcome, SegmentCommit, StoreError,
+    StuckBatch, TransitionOutcome,
 };
 use crate::domain::{BatchId, BatchStatus, TenantId, Transition};
 
@@ -261,6 +262,65 @@ impl BatchStore for EmbeddedStore {
             ])?;
             tx.commit()?;
             Ok(TransitionOutcome::Applied(Box::new(record.batch)))
+        })
+        .await
+    }
+
+    async fn commit_segment(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        commit: &SegmentCommit,
+        now_secs: i64,
+    ) -> Result<CommitOutcome, StoreError> {
+        let (tenant, id, commit) = (tenant.to_string(), id.to_string(), commit.clone());
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let Some(mut record) = read_live(&tx, &tenant, &id, now_secs)? else {
+                return Ok(CommitOutcome::NotFound);
+            };
+            if record.segments.contains_key(&commit.start) {
+                return Ok(CommitOutcome::AlreadyCommitted(Box::new(record)));
+            }
+            if !record.accepts_results() {
+                return Ok(CommitOutcome::Closed(Box::new(record)));
+            }
+            let counts = &mut record.batch.request_counts;
+            counts.completed += commit.segment.completed;
+            counts.failed += commit.segment.failed;
+            record
+                .batch
+                .usage
+                .get_or_insert_with(Default::default)
+                .add(&commit.usage);
+            record.segments.insert(commit.start, commit.segment);
+            tx.prepare_cached("UPDATE batches SET record = ?3 WHERE tenant = ?1 AND id = ?2")?
+                .execute(params![tenant, id, to_json(&record)?])?;
+            tx.commit()?;
+            Ok(CommitOutcome::Committed(Box::new(record)))
+        })
+        .await
+    }
+
+    async fn seal(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        now_secs: i64,
+    ) -> Result<Option<BatchRecord>, StoreError> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let Some(mut record) = read_live(&tx, &tenant, &id, now_secs)? else {
+                return Ok(None);
+            };
+            if !record.sealed {
+                record.sealed = true;
+                tx.prepare_cached("UPDATE batches SET record = ?3 WHERE tenant = ?1 AND id = ?2")?
+                    .execute(params![tenant, id, to_json(&record)?])?;
+                tx.commit()?;
+            }
+            Ok(Some(record))
         })
         .await
     }
