@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use axum::http::{Method, StatusCode};
 use common::{create_body, with_key, Backend, TestApp, RETENTION_SECS};
 use futures::future::join_all;
-use lambda_batches::domain::batch::Usage;
+use lambda_batches::domain::batch::{InputTokensDetails, Usage};
 use lambda_batches::domain::execution::Segment;
 use lambda_batches::domain::{BatchId, BatchStatus, TenantId, Transition};
 use lambda_batches::store::{CommitOutcome, SegmentCommit, TransitionOutcome};
@@ -621,11 +621,15 @@ async fn given_a_batch_past_retention_then_it_is_gone_and_its_key_is_free(backen
 }
 
 fn segment_commit(start: u64, end: u64, completed: u64, failed: u64) -> SegmentCommit {
-    let mut usage = Usage::default();
-    usage.input_tokens = 10 * completed;
-    usage.output_tokens = 5 * completed;
-    usage.total_tokens = 15 * completed;
-    usage.input_tokens_details.cached_tokens = completed;
+    let usage = Usage {
+        input_tokens: 10 * completed,
+        output_tokens: 5 * completed,
+        total_tokens: 15 * completed,
+        input_tokens_details: InputTokensDetails {
+            cached_tokens: completed,
+        },
+        ..Usage::default()
+    };
     SegmentCommit {
         start,
         segment: Segment {
