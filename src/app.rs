@@ -120,6 +120,7 @@ pub fn worker(
         upstream: UpstreamClient::new(&config.upstream)?,
         clock,
         reconciler: config.reconciler,
+        execution: config.execution.clone(),
     })
 }
 

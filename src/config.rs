@@ -15,6 +15,11 @@
 //! | `BATCHES_RECONCILE_INTERVAL_SECS` | `60`       | how often the in-process reconciler runs |
 //! | `UPSTREAM_BASE_URL`      | `http://127.0.0.1:11434/v1` | the OpenAI-compatible server that executes requests |
 //! | `UPSTREAM_API_KEY`       | unset               | bearer key for the upstream |
+//! | `UPSTREAM_CONCURRENCY`   | `32`                | request lines in flight per running shard |
+//! | `UPSTREAM_MAX_ATTEMPTS`  | `6`                 | attempts per line (429, 408, 5xx and transport errors are retried) |
+//! | `UPSTREAM_TIMEOUT_SECS`  | `300`               | one attempt's time limit |
+//! | `BATCHES_SHARD_BYTES`    | `4194304`           | input bytes per shard (the unit of work on the queue) |
+//! | `BATCHES_SEGMENT_LINES`  | `256`               | lines per committed segment (the unit of progress and of crash recovery) |
 //! | `RUST_LOG`               | `info`              | log filter |
 
 use std::net::IpAddr;
@@ -37,6 +42,16 @@ pub struct Config {
     /// `GET /v1/files/{id}/content` answers with the bytes up to this size and
     /// with a redirect to a presigned S3 URL above it.
     pub inline_content_max_bytes: u64,
+    pub execution: ExecutionConfig,
+}
+
+/// How batches run: shard and segment sizes, concurrency, retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionConfig {
+    pub shard_bytes: u64,
+    pub segment_lines: usize,
+    pub concurrency: usize,
+    pub retry: crate::upstream::RetryPolicy,
 }
 
 /// Lambda caps a response at 6 MB (6,291,456 bytes) *after* lambda_http has
@@ -177,6 +192,22 @@ impl Config {
                 reason: format!("expected an http(s) URL, got {:?}", upstream.base_url),
             });
         }
+        let retry = crate::upstream::RetryPolicy {
+            max_attempts: number(&get, "UPSTREAM_MAX_ATTEMPTS", 6, 1..=20)?,
+            attempt_timeout: std::time::Duration::from_secs(number(
+                &get,
+                "UPSTREAM_TIMEOUT_SECS",
+                300,
+                1..=900,
+            )?),
+            ..crate::upstream::RetryPolicy::default()
+        };
+        let execution = ExecutionConfig {
+            shard_bytes: number(&get, "BATCHES_SHARD_BYTES", 4 * 1024 * 1024, 1..=1 << 40)?,
+            segment_lines: number(&get, "BATCHES_SEGMENT_LINES", 256, 1..=50_000)?,
+            concurrency: number(&get, "UPSTREAM_CONCURRENCY", 32, 1..=1024)?,
+            retry,
+        };
         let reconciler = ReconcilerConfig {
             stuck_after_secs: number(&get, "BATCHES_STUCK_AFTER_SECS", 300, 0..=86_400)?,
             interval_secs: number(&get, "BATCHES_RECONCILE_INTERVAL_SECS", 60, 1..=86_400)?,
@@ -204,6 +235,7 @@ impl Config {
             upstream,
             reconciler,
             inline_content_max_bytes,
+            execution,
         })
     }
 

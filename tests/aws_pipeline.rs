@@ -117,6 +117,9 @@ async fn given_a_batch_created_in_aws_mode_then_stream_sqs_and_worker_validate_i
             stuck_after_secs: 300,
             interval_secs: 60,
         },
+        execution: lambda_batches::config::Config::from_lookup(|_| None)
+            .expect("default config")
+            .execution,
     };
     let line = json!({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
                       "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}});

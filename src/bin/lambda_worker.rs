@@ -13,7 +13,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let worker = lambda_batches::app::lambda_worker(&config).await?;
     let worker = &worker;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        lambda_batches::worker::lambda::handle_event(worker, event.payload)
+        // The invocation's deadline, as an Instant: work stops before it.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let left = std::time::Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+        let deadline = Some(tokio::time::Instant::now() + left);
+        lambda_batches::worker::lambda::handle_event_until(worker, event.payload, deadline)
             .await
             .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
     }))

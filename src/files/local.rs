@@ -57,6 +57,18 @@ impl BlobStore for LocalBlobStore {
         }
     }
 
+    async fn open_at(&self, key: &str, offset: u64) -> Result<Option<BlobReader>, BlobError> {
+        use tokio::io::AsyncSeekExt;
+        match tokio::fs::File::open(self.path(key)?).await {
+            Ok(mut file) => {
+                file.seek(std::io::SeekFrom::Start(offset)).await?;
+                Ok(Some(Box::pin(file)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn create(&self, key: &str) -> Result<Box<dyn BlobWriter>, BlobError> {
         let target = self.path(key)?;
         let temp = self

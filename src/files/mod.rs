@@ -72,6 +72,11 @@ pub trait BlobStore: Send + Sync {
     /// Opens the object at `key` for a streaming read; `None` if it does not exist.
     async fn open(&self, key: &str) -> Result<Option<BlobReader>, BlobError>;
 
+    /// Opens the object at `key` from byte `offset` on (a ranged GET in S3):
+    /// each shard of a batch reads only its own part of the input. An offset
+    /// at or past the end reads nothing.
+    async fn open_at(&self, key: &str, offset: u64) -> Result<Option<BlobReader>, BlobError>;
+
     /// Starts writing the object at `key`, replacing any object there on finish.
     async fn create(&self, key: &str) -> Result<Box<dyn BlobWriter>, BlobError>;
 

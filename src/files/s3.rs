@@ -87,6 +87,31 @@ impl BlobStore for S3BlobStore {
         }
     }
 
+    async fn open_at(&self, key: &str, offset: u64) -> Result<Option<BlobReader>, BlobError> {
+        if offset == 0 {
+            return self.open(key).await;
+        }
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={offset}-"))
+            .send()
+            .await
+        {
+            Ok(output) => Ok(Some(Box::pin(output.body.into_async_read()))),
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), GetObjectError::NoSuchKey(_)) => {
+                Ok(None)
+            }
+            // 416: the offset is at or past the end; there is nothing more to read.
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 416 => {
+                Ok(Some(Box::pin(tokio::io::empty())))
+            }
+            Err(e) => Err(s3_error("GetObject")(e)),
+        }
+    }
+
     async fn create(&self, key: &str) -> Result<Box<dyn BlobWriter>, BlobError> {
         Ok(Box::new(S3Writer {
             client: self.client.clone(),

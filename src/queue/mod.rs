@@ -15,8 +15,18 @@ use crate::domain::TenantId;
 pub enum WorkItem {
     /// Check the input file of a `validating` batch.
     ValidateBatch { tenant: TenantId, batch_id: String },
-    /// Bring a `cancelling` batch to `cancelled` once nothing runs for it.
+    /// Bring a `cancelling` batch to `cancelled`, with its partial results.
     FinishCancel { tenant: TenantId, batch_id: String },
+    /// Run the request lines of one shard (bytes `start..end` of the input)
+    /// that no committed segment covers yet.
+    RunShard {
+        tenant: TenantId,
+        batch_id: String,
+        start: u64,
+        end: u64,
+    },
+    /// Assemble the output and error files of a batch whose every line is done.
+    Finalize { tenant: TenantId, batch_id: String },
 }
 
 #[derive(Debug, thiserror::Error)]

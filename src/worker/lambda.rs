@@ -16,6 +16,16 @@ use crate::queue::WorkItem;
 
 /// Answers one invocation; the result is the Lambda response.
 pub async fn handle_event(worker: &Worker, event: Value) -> Result<Value, WorkerError> {
+    handle_event_until(worker, event, None).await
+}
+
+/// As [`handle_event`], handing work back to the queue before `deadline` (the
+/// end of the invocation).
+pub async fn handle_event_until(
+    worker: &Worker,
+    event: Value,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Value, WorkerError> {
     let source = event
         .pointer("/Records/0/eventSource")
         .and_then(Value::as_str)
@@ -23,7 +33,8 @@ pub async fn handle_event(worker: &Worker, event: Value) -> Result<Value, Worker
         .to_string();
     match source.as_str() {
         "aws:sqs" => {
-            Ok(handle_sqs(worker, serde_json::from_value(event).map_err(bad_event)?).await)
+            let event = serde_json::from_value(event).map_err(bad_event)?;
+            Ok(handle_sqs(worker, event, deadline).await)
         }
         "aws:dynamodb" => {
             Ok(handle_stream(worker, serde_json::from_value(event).map_err(bad_event)?).await)
@@ -42,7 +53,11 @@ fn bad_event(error: serde_json::Error) -> WorkerError {
 
 /// Handles each message on its own; the failed ones go back to the queue (and
 /// after `maxReceiveCount` to the dead-letter queue), the rest are done.
-async fn handle_sqs(worker: &Worker, event: SqsEvent) -> Value {
+async fn handle_sqs(
+    worker: &Worker,
+    event: SqsEvent,
+    deadline: Option<tokio::time::Instant>,
+) -> Value {
     let mut failures = Vec::new();
     for message in event.records {
         let id = message.message_id.clone().unwrap_or_default();
@@ -54,7 +69,7 @@ async fn handle_sqs(worker: &Worker, event: SqsEvent) -> Value {
                 continue;
             }
         };
-        if let Err(error) = worker.handle(&item).await {
+        if let Err(error) = worker.handle_until(&item, deadline).await {
             tracing::error!(message_id = %id, ?item, error = %ErrorChain(&error), "work item failed");
             failures.push(json!({ "itemIdentifier": id }));
         }

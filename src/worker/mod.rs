@@ -5,6 +5,7 @@
 //! worker Lambda (`lambda`). Every step ends in a conditional transition, so
 //! handling an item twice, or two workers racing, changes nothing.
 
+mod execute;
 pub mod lambda;
 pub mod local;
 mod validate;
@@ -14,8 +15,9 @@ pub use validate::validate_stream;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::config::ReconcilerConfig;
-use crate::domain::{BatchId, BatchStatus, TenantId, Transition};
+use crate::config::{ExecutionConfig, ReconcilerConfig};
+use crate::domain::execution::ByteRange;
+use crate::domain::{BatchId, BatchStatus};
 use crate::files::{BlobError, BlobStore};
 use crate::queue::{QueueError, WorkItem, WorkQueue};
 use crate::store::files::FileStore;
@@ -44,6 +46,7 @@ pub struct Worker {
     pub upstream: UpstreamClient,
     pub clock: Arc<dyn Clock>,
     pub reconciler: ReconcilerConfig,
+    pub execution: ExecutionConfig,
 }
 
 /// Reconciliation looks at this many stuck batches per status per run; the
@@ -52,6 +55,16 @@ const RECONCILE_PAGE: usize = 100;
 
 impl Worker {
     pub async fn handle(&self, item: &WorkItem) -> Result<(), WorkerError> {
+        self.handle_until(item, None).await
+    }
+
+    /// Handles `item`, stopping work (and handing the rest back to the queue)
+    /// before `deadline`: the end of a Lambda invocation.
+    pub async fn handle_until(
+        &self,
+        item: &WorkItem,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), WorkerError> {
         match item {
             WorkItem::ValidateBatch { tenant, batch_id } => {
                 self.validate(tenant, &parse_id(batch_id)?).await
@@ -59,19 +72,23 @@ impl Worker {
             WorkItem::FinishCancel { tenant, batch_id } => {
                 self.finish_cancel(tenant, &parse_id(batch_id)?).await
             }
+            WorkItem::RunShard {
+                tenant,
+                batch_id,
+                start,
+                end,
+            } => {
+                let shard = ByteRange {
+                    start: *start,
+                    end: *end,
+                };
+                self.run_shard(tenant, &parse_id(batch_id)?, shard, deadline)
+                    .await
+            }
+            WorkItem::Finalize { tenant, batch_id } => {
+                self.finalize(tenant, &parse_id(batch_id)?).await
+            }
         }
-    }
-
-    /// `cancelling` → `cancelled`. Nothing executes batches yet, so nothing
-    /// needs to stop first.
-    async fn finish_cancel(&self, tenant: &TenantId, id: &BatchId) -> Result<(), WorkerError> {
-        let now = self.clock.now_secs();
-        let outcome = self
-            .batches
-            .transition(tenant, id, Transition::finish_cancel(now), now)
-            .await?;
-        tracing::info!(batch_id = %id, %tenant, ?outcome, "finish cancel");
-        Ok(())
     }
 
     /// Re-enqueues batches whose status has not moved for `stuck_after_secs`:
@@ -81,7 +98,12 @@ impl Worker {
         let now = self.clock.now_secs();
         let before = now - self.reconciler.stuck_after_secs;
         let mut redriven = 0;
-        for status in [BatchStatus::Validating, BatchStatus::Cancelling] {
+        for status in [
+            BatchStatus::Validating,
+            BatchStatus::InProgress,
+            BatchStatus::Finalizing,
+            BatchStatus::Cancelling,
+        ] {
             for stuck in self.batches.stuck(status, before, RECONCILE_PAGE).await? {
                 // Claim the re-drive first: the next run leaves the batch alone for
                 // another stuck period, and of two racing reconcilers one wins.
@@ -92,13 +114,28 @@ impl Worker {
                 {
                     continue;
                 }
-                let (tenant, batch_id) = (stuck.tenant, stuck.id.to_string());
-                let item = match status {
-                    BatchStatus::Cancelling => WorkItem::FinishCancel { tenant, batch_id },
-                    _ => WorkItem::ValidateBatch { tenant, batch_id },
-                };
-                tracing::info!(?item, "reconciler re-drives stuck batch");
-                self.queue.enqueue(&item).await?;
+                tracing::info!(batch_id = %stuck.id, tenant = %stuck.tenant, %status, "reconciler re-drives stuck batch");
+                let (tenant, batch_id) = (stuck.tenant.clone(), stuck.id.to_string());
+                match status {
+                    BatchStatus::InProgress => {
+                        self.redrive_execution(&stuck.tenant, &stuck.id).await?
+                    }
+                    BatchStatus::Finalizing => {
+                        self.queue
+                            .enqueue(&WorkItem::Finalize { tenant, batch_id })
+                            .await?
+                    }
+                    BatchStatus::Cancelling => {
+                        self.queue
+                            .enqueue(&WorkItem::FinishCancel { tenant, batch_id })
+                            .await?
+                    }
+                    _ => {
+                        self.queue
+                            .enqueue(&WorkItem::ValidateBatch { tenant, batch_id })
+                            .await?
+                    }
+                }
                 redriven += 1;
             }
         }

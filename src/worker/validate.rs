@@ -8,6 +8,7 @@ use crate::domain::jsonl::{InputValidator, LineSplitter, ValidationReport, MAX_F
 use crate::domain::{
     BatchError, BatchErrors, BatchId, BatchStatus, Endpoint, FileId, TenantId, Transition,
 };
+use crate::store::TransitionOutcome;
 
 /// Read buffer: large enough for S3 throughput, small for Lambda memory.
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -83,7 +84,7 @@ impl Worker {
         };
 
         let report = validate_stream(&mut reader, endpoint, known_models).await?;
-        self.conclude(tenant, id, report).await
+        self.conclude(tenant, id, report, file.file.bytes).await
     }
 
     async fn conclude(
@@ -91,6 +92,7 @@ impl Worker {
         tenant: &TenantId,
         id: &BatchId,
         report: ValidationReport,
+        input_bytes: u64,
     ) -> Result<(), WorkerError> {
         let now = self.clock.now_secs();
         match report.batch_errors() {
@@ -99,6 +101,11 @@ impl Worker {
                 let transition = Transition::start(now, report.requests, report.model);
                 let outcome = self.batches.transition(tenant, id, transition, now).await?;
                 tracing::info!(batch_id = %id, %tenant, requests = report.requests, ?outcome, "validation passed");
+                if matches!(outcome, TransitionOutcome::Applied(_)) {
+                    // A crash before this is healed by the reconciler (stuck in_progress).
+                    self.start_execution(tenant, id, input_bytes, report.requests)
+                        .await?;
+                }
                 Ok(())
             }
         }

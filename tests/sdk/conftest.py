@@ -207,13 +207,18 @@ def _health_ok(base_url: str) -> bool:
         return False
 
 
-_FAKE_UPSTREAM: dict[str, object] = {}
+# Fake upstreams by latency (ms), each started once on first use.
+_FAKE_UPSTREAMS: dict[int, tuple[subprocess.Popen, str]] = {}
+
+# Every request line of the slow upstream takes this long: long enough that a
+# cancel sent right after a create lands while the batch runs, whatever the load.
+SLOW_UPSTREAM_LATENCY_MS = 4000
 
 
-def fake_upstream_url() -> str:
-    """The suite's fake OpenAI-compatible upstream, started once on first use
-    (examples/fake_upstream.rs; it prints its base URL on its first line)."""
-    if "url" not in _FAKE_UPSTREAM:
+def fake_upstream_url(latency_ms: int = 0) -> str:
+    """A fake OpenAI-compatible upstream (examples/fake_upstream.rs, which prints
+    its base URL on its first line), answering every line after `latency_ms`."""
+    if latency_ms not in _FAKE_UPSTREAMS:
         if not FAKE_UPSTREAM.is_file():
             pytest.fail(
                 f"{FAKE_UPSTREAM} does not exist: run `cargo build --example fake_upstream` "
@@ -221,7 +226,8 @@ def fake_upstream_url() -> str:
                 pytrace=False,
             )
         process = subprocess.Popen(
-            [str(FAKE_UPSTREAM), "--port", "0", "--models", "fake-model,fake-embed"],
+            [str(FAKE_UPSTREAM), "--port", "0", "--models", "fake-model,fake-embed",
+             "--latency-ms", str(latency_ms)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -229,16 +235,14 @@ def fake_upstream_url() -> str:
         if not line.startswith("listening on "):
             process.kill()
             pytest.fail(f"fake upstream did not start: {line!r}", pytrace=False)
-        _FAKE_UPSTREAM["process"] = process
-        _FAKE_UPSTREAM["url"] = line.removeprefix("listening on ").strip()
-    return str(_FAKE_UPSTREAM["url"])
+        _FAKE_UPSTREAMS[latency_ms] = (process, line.removeprefix("listening on ").strip())
+    return _FAKE_UPSTREAMS[latency_ms][1]
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _stop_fake_upstream() -> Iterator[None]:
+def _stop_fake_upstreams() -> Iterator[None]:
     yield
-    process = _FAKE_UPSTREAM.get("process")
-    if isinstance(process, subprocess.Popen):
+    for process, _ in _FAKE_UPSTREAMS.values():
         process.terminate()
         process.wait(timeout=10)
 
@@ -268,6 +272,9 @@ def running_server(
             PORT=str(port),
             BATCHES_HOST="127.0.0.1",
             UPSTREAM_BASE_URL=fake_upstream_url(),
+            # Small shards, so even the suite's small inputs run in several.
+            BATCHES_SHARD_BYTES="512",
+            BATCHES_SEGMENT_LINES="2",
             BATCHES_API_KEYS=",".join(f"{k}:{t}" for k, t in API_KEYS.items()),
             RUST_LOG=os.environ.get("RUST_LOG", "info"),
             **storage_env,
@@ -326,6 +333,15 @@ def fresh_server(backend: str, tmp_path: Path) -> Iterator[Server]:
     """A server with an empty store of its own, for tests that must see exactly
     the batches they created (listing)."""
     with running_server(backend, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def slow_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose upstream takes SLOW_UPSTREAM_LATENCY_MS per line: batches
+    stay in progress long enough to be cancelled mid-run."""
+    extra = {"UPSTREAM_BASE_URL": fake_upstream_url(SLOW_UPSTREAM_LATENCY_MS)}
+    with running_server(backend, tmp_path_factory.mktemp(f"{backend}-slow"), extra) as running:
         yield running
 
 

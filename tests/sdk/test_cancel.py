@@ -3,8 +3,8 @@
 from helpers import create, upload_input, wait_for_status
 
 
-def test_given_a_running_batch_when_cancelled_then_it_is_cancelling_then_cancelled(server):
-    client = server.client()
+def test_given_a_running_batch_when_cancelled_then_it_is_cancelling_then_cancelled(slow_server):
+    client = slow_server.client()
     batch = create(client, input_file_id=upload_input(client))
 
     cancelled = client.batches.cancel(batch.id)
@@ -19,8 +19,8 @@ def test_given_a_running_batch_when_cancelled_then_it_is_cancelling_then_cancell
     assert isinstance(done.cancelled_at, int) and done.cancelled_at >= done.cancelling_at
 
 
-def test_given_a_cancelled_batch_when_cancelled_again_then_it_is_returned_unchanged(server):
-    client = server.client()
+def test_given_a_cancelled_batch_when_cancelled_again_then_it_is_returned_unchanged(slow_server):
+    client = slow_server.client()
     batch = create(client, input_file_id=upload_input(client))
     client.batches.cancel(batch.id)
     done = wait_for_status(client, batch.id, {"cancelled"})

@@ -546,7 +546,8 @@ impl BatchStore for DynamoStore {
         // One item, one write: the segment, the counts and the usage land
         // together or not at all. `attribute_not_exists(segments.#start)` makes
         // the first attempt at a segment the only one; `sealed` closes the batch.
-        let update = "SET #segments.#start = :segment, \
+        // Progress restarts the reconciler's stuck clock.
+        let update = "SET #segments.#start = :segment, pending_since = :now, \
             #counts.completed = #counts.completed + :completed, \
             #counts.failed = #counts.failed + :failed, \
             #usage.input_tokens = #usage.input_tokens + :input, \

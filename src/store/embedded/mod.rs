@@ -294,8 +294,11 @@ impl BatchStore for EmbeddedStore {
                 .get_or_insert_with(Default::default)
                 .add(&commit.usage);
             record.segments.insert(commit.start, commit.segment);
-            tx.prepare_cached("UPDATE batches SET record = ?3 WHERE tenant = ?1 AND id = ?2")?
-                .execute(params![tenant, id, to_json(&record)?])?;
+            // Progress restarts the reconciler's stuck clock.
+            tx.prepare_cached(
+                "UPDATE batches SET record = ?3, pending_since = ?4 WHERE tenant = ?1 AND id = ?2",
+            )?
+            .execute(params![tenant, id, to_json(&record)?, now_secs])?;
             tx.commit()?;
             Ok(CommitOutcome::Committed(Box::new(record)))
         })

@@ -1,0 +1,622 @@
+//! Execution: run a shard's request lines against the upstream, commit them
+//! segment by segment, and assemble the output and error files once every line
+//! is done (or the batch is cancelled).
+//!
+//! Exactly once: a segment's results go to parts under a key unique to the
+//! attempt, and only the attempt whose conditional commit wins (the first for
+//! that start offset) is referenced by the batch. A line may run upstream twice
+//! after a crash; it appears in the files once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use futures_util::FutureExt;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::time::Instant;
+
+use super::{Worker, WorkerError};
+use crate::domain::batch::Usage;
+use crate::domain::execution::{request_id, resume_point, shards, ByteRange, Segment};
+use crate::domain::{
+    BatchError, BatchErrors, BatchId, BatchPatch, BatchStatus, FileId, FileObject, FilePurpose,
+    TenantId, Transition,
+};
+use crate::fault::crash_point;
+use crate::queue::WorkItem;
+use crate::store::files::FileRecord;
+use crate::store::{BatchRecord, CommitOutcome, SegmentCommit, TransitionOutcome};
+use crate::upstream::{usage_of, Execution, Outcome, OutputLine};
+
+/// Leave this much of an invocation for writing parts and committing.
+const FINISH_MARGIN: Duration = Duration::from_secs(10);
+/// How often a running segment checks whether its batch was cancelled.
+const CANCEL_POLL: Duration = Duration::from_secs(1);
+
+/// The input file of a running batch.
+struct Input {
+    blob_key: String,
+    bytes: u64,
+}
+
+/// One line of a shard, with the byte offsets it spans.
+struct ShardLine {
+    offset: u64,
+    next: u64,
+    /// `None` for a blank line: nothing to run, but it is covered all the same.
+    request: Option<Vec<u8>>,
+}
+
+#[derive(Deserialize)]
+struct RequestLine {
+    custom_id: String,
+    url: String,
+    body: serde_json::Value,
+}
+
+impl Worker {
+    async fn input_of(&self, record: &BatchRecord, now: i64) -> Result<Option<Input>, WorkerError> {
+        let Some(file_id) = FileId::parse(&record.batch.input_file_id) else {
+            return Ok(None);
+        };
+        Ok(self
+            .files
+            .get_file(&record.tenant, &file_id, now)
+            .await?
+            .map(|file| Input {
+                blob_key: file.blob_key,
+                bytes: file.file.bytes,
+            }))
+    }
+
+    /// After validation: one work item per shard (or straight to the files for
+    /// an input without requests).
+    pub(super) async fn start_execution(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        input_bytes: u64,
+        requests: u64,
+    ) -> Result<(), WorkerError> {
+        crash_point("before_shards_enqueued");
+        if requests == 0 {
+            return Ok(self.queue.enqueue(&finalize(tenant, id)).await?);
+        }
+        for shard in shards(input_bytes, self.execution.shard_bytes) {
+            self.queue.enqueue(&run_shard(tenant, id, shard)).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn run_shard(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        shard: ByteRange,
+        deadline: Option<Instant>,
+    ) -> Result<(), WorkerError> {
+        let now = self.clock.now_secs();
+        let Some(mut record) = self.batches.get(tenant, id, now).await? else {
+            return Ok(());
+        };
+        if !record.accepts_results() || record.batch.status != BatchStatus::InProgress {
+            return Ok(());
+        }
+        let Some(input) = self.input_of(&record, now).await? else {
+            return self
+                .fail_running(
+                    tenant,
+                    id,
+                    "The input file was deleted while the batch ran.",
+                )
+                .await;
+        };
+        while let Some(resume) = resume_point(&record.segments, shard) {
+            if out_of_time(deadline, FINISH_MARGIN) {
+                // Hand the rest back: a fresh invocation resumes at `resume`.
+                return Ok(self.queue.enqueue(&run_shard(tenant, id, shard)).await?);
+            }
+            let Some(commit) = self
+                .run_segment(&record, &input, resume, shard.end, deadline)
+                .await?
+            else {
+                // Nothing started: cancelled, or out of time.
+                if out_of_time(deadline, FINISH_MARGIN) {
+                    return Ok(self.queue.enqueue(&run_shard(tenant, id, shard)).await?);
+                }
+                return Ok(());
+            };
+            crash_point("before_segment_commit");
+            let now = self.clock.now_secs();
+            match self
+                .batches
+                .commit_segment(tenant, id, &commit, now)
+                .await?
+            {
+                CommitOutcome::Committed(current) | CommitOutcome::AlreadyCommitted(current) => {
+                    record = *current;
+                }
+                CommitOutcome::Closed(_) | CommitOutcome::NotFound => return Ok(()),
+            }
+            crash_point("after_segment_commit");
+        }
+        let counts = record.batch.request_counts;
+        if counts.completed + counts.failed >= counts.total {
+            self.queue.enqueue(&finalize(tenant, id)).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads up to `segment_lines` lines from `start`, runs them, and writes
+    /// the results of the longest finished prefix to parts.
+    async fn run_segment(
+        &self,
+        record: &BatchRecord,
+        input: &Input,
+        start: u64,
+        shard_end: u64,
+        deadline: Option<Instant>,
+    ) -> Result<Option<SegmentCommit>, WorkerError> {
+        let (lines, skipped_to) = self.read_lines(input, start, shard_end).await?;
+        if lines.is_empty() {
+            // The shard lies inside one long line owned by the shard before it.
+            return Ok((skipped_to > start).then(|| SegmentCommit {
+                start,
+                segment: Segment {
+                    end: skipped_to,
+                    output_part: None,
+                    error_part: None,
+                    completed: 0,
+                    failed: 0,
+                },
+                usage: Usage::default(),
+            }));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = self.watch_for_cancel(record, Arc::clone(&stop));
+        let line_deadline = deadline.map(|d| d - FINISH_MARGIN / 2);
+        // Boxed, so the futures are plainly Send to the runtime's spawner.
+        let runs: Vec<futures_util::future::BoxFuture<'_, Option<Execution>>> = lines
+            .iter()
+            .map(|line| {
+                let stop = Arc::clone(&stop);
+                async move {
+                    if stop.load(Ordering::Relaxed) || out_of_time(deadline, FINISH_MARGIN) {
+                        return None;
+                    }
+                    let request: RequestLine =
+                        serde_json::from_slice(line.request.as_deref()?).ok()?;
+                    Some(
+                        self.upstream
+                            .execute(
+                                &request.url,
+                                &request.body,
+                                &self.execution.retry,
+                                line_deadline,
+                            )
+                            .await,
+                    )
+                }
+                .boxed()
+            })
+            .collect();
+        let results: Vec<Option<Execution>> = stream::iter(runs)
+            .buffered(self.execution.concurrency)
+            .collect()
+            .await;
+        watcher.abort();
+
+        let mut output = Vec::new();
+        let mut errors = Vec::new();
+        let (mut completed, mut failed, mut usage, mut end) = (0, 0, Usage::default(), start);
+        for (line, result) in lines.iter().zip(results) {
+            let Some(request) = &line.request else {
+                end = line.next;
+                continue;
+            };
+            let Some(execution) = result.filter(|e| !e.gave_up_for_deadline) else {
+                // Not run, or cut by the deadline: the segment ends before it.
+                break;
+            };
+            let custom_id = serde_json::from_slice::<RequestLine>(request)
+                .map(|r| r.custom_id)
+                .unwrap_or_default();
+            let id = request_id(&record.batch.id, line.offset);
+            let out = OutputLine::new(&id, &custom_id, &execution.outcome);
+            let target = if out.is_success() {
+                completed += 1;
+                if let Outcome::Response { body, .. } = &execution.outcome {
+                    if let Some(line_usage) = usage_of(body) {
+                        usage.add(&line_usage);
+                    }
+                }
+                &mut output
+            } else {
+                failed += 1;
+                &mut errors
+            };
+            serde_json::to_writer(&mut *target, &out).map_err(std::io::Error::other)?;
+            target.push(b'\n');
+            end = line.next;
+        }
+        if end == start {
+            return Ok(None);
+        }
+        // A key of its own per attempt: a losing attempt never overwrites the winner.
+        let attempt = uuid::Uuid::new_v4().simple();
+        let base = format!(
+            "batches/{}/{}/parts/{start:020}-{attempt}",
+            record.tenant, record.batch.id
+        );
+        let output_part = self
+            .write_part(format!("{base}.output.jsonl"), output)
+            .await?;
+        let error_part = self
+            .write_part(format!("{base}.error.jsonl"), errors)
+            .await?;
+        Ok(Some(SegmentCommit {
+            start,
+            segment: Segment {
+                end,
+                output_part,
+                error_part,
+                completed,
+                failed,
+            },
+            usage,
+        }))
+    }
+
+    async fn write_part(&self, key: String, bytes: Vec<u8>) -> Result<Option<String>, WorkerError> {
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let mut writer = self.blobs.create(&key).await?;
+        writer.write(Bytes::from(bytes)).await?;
+        writer.finish().await?;
+        Ok(Some(key))
+    }
+
+    /// The lines of the shard from `start` (at most `segment_lines`), and where
+    /// reading stopped when no line of this shard was found.
+    async fn read_lines(
+        &self,
+        input: &Input,
+        start: u64,
+        shard_end: u64,
+    ) -> Result<(Vec<ShardLine>, u64), WorkerError> {
+        // Read from one byte early: a line belongs to the shard holding its
+        // first byte, so a start inside a line skips to the next one.
+        let from = start.saturating_sub(1);
+        let Some(reader) = self.blobs.open_at(&input.blob_key, from).await? else {
+            return Ok((Vec::new(), start));
+        };
+        let mut reader = BufReader::with_capacity(256 * 1024, reader);
+        let mut position = from;
+        let mut buffer = Vec::new();
+        if start > 0 {
+            let mut previous = [0u8; 1];
+            if reader.read(&mut previous).await? == 0 {
+                return Ok((Vec::new(), start));
+            }
+            position += 1;
+            if previous[0] != b'\n' {
+                position += reader.read_until(b'\n', &mut buffer).await? as u64;
+            }
+        }
+        let mut lines = Vec::new();
+        while lines.len() < self.execution.segment_lines
+            && position < shard_end.max(start)
+            && position < input.bytes
+        {
+            buffer.clear();
+            let read = reader.read_until(b'\n', &mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            let offset = position;
+            position += read as u64;
+            let mut content = buffer.as_slice();
+            if offset == 0 {
+                content = content.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(content);
+            }
+            let request = (!crate::domain::jsonl::is_blank(content)).then(|| content.to_vec());
+            lines.push(ShardLine {
+                offset,
+                next: position,
+                request,
+            });
+        }
+        Ok((lines, position))
+    }
+
+    fn watch_for_cancel(
+        &self,
+        record: &BatchRecord,
+        stop: Arc<AtomicBool>,
+    ) -> tokio::task::AbortHandle {
+        let (batches, clock) = (Arc::clone(&self.batches), Arc::clone(&self.clock));
+        let (tenant, id) = (record.tenant.clone(), BatchId::parse(&record.batch.id));
+        tokio::spawn(async move {
+            let Some(id) = id else { return };
+            loop {
+                tokio::time::sleep(CANCEL_POLL).await;
+                match batches.get(&tenant, &id, clock.now_secs()).await {
+                    Ok(Some(current))
+                        if current.accepts_results()
+                            && current.batch.status == BatchStatus::InProgress => {}
+                    Ok(_) => {
+                        stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(_) => {} // a missed poll only delays the stop
+                }
+            }
+        })
+        .abort_handle()
+    }
+
+    /// `in_progress` → `finalizing` → `completed`, with the output and error files.
+    pub(super) async fn finalize(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+    ) -> Result<(), WorkerError> {
+        let now = self.clock.now_secs();
+        let Some(record) = self.batches.get(tenant, id, now).await? else {
+            return Ok(());
+        };
+        match record.batch.status {
+            BatchStatus::InProgress => {
+                let counts = record.batch.request_counts;
+                if counts.completed + counts.failed < counts.total {
+                    return Ok(()); // not every line is done yet
+                }
+                let begin =
+                    Transition::new(&[BatchStatus::InProgress], BatchStatus::Finalizing, now);
+                if !matches!(
+                    self.batches.transition(tenant, id, begin, now).await?,
+                    TransitionOutcome::Applied(_)
+                ) {
+                    return Ok(());
+                }
+            }
+            BatchStatus::Finalizing => {} // a finalization that crashed: do it again
+            _ => return Ok(()),
+        }
+        crash_point("after_finalizing");
+        let Some(sealed) = self.batches.seal(tenant, id, now).await? else {
+            return Ok(());
+        };
+        let patch = self.assemble(&sealed).await?;
+        crash_point("before_completed");
+        let done = Transition {
+            patch,
+            ..Transition::new(
+                &[BatchStatus::Finalizing],
+                BatchStatus::Completed,
+                self.clock.now_secs(),
+            )
+        };
+        let outcome = self
+            .batches
+            .transition(tenant, id, done, self.clock.now_secs())
+            .await?;
+        tracing::info!(batch_id = %id, %tenant, ?outcome, "batch completed");
+        Ok(())
+    }
+
+    /// `cancelling` → `cancelled`, with the results committed before the seal.
+    pub(super) async fn finish_cancel(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+    ) -> Result<(), WorkerError> {
+        let now = self.clock.now_secs();
+        let Some(record) = self.batches.get(tenant, id, now).await? else {
+            return Ok(());
+        };
+        if record.batch.status != BatchStatus::Cancelling {
+            return Ok(());
+        }
+        // No commit lands after the seal: what it holds is the partial result.
+        let Some(sealed) = self.batches.seal(tenant, id, now).await? else {
+            return Ok(());
+        };
+        let patch = self.assemble(&sealed).await?;
+        let done = Transition {
+            patch,
+            ..Transition::finish_cancel(self.clock.now_secs())
+        };
+        let outcome = self
+            .batches
+            .transition(tenant, id, done, self.clock.now_secs())
+            .await?;
+        tracing::info!(batch_id = %id, %tenant, ?outcome, "finish cancel");
+        Ok(())
+    }
+
+    /// Joins the committed parts, in input order, into the output and error
+    /// files. Deterministic names and ids, so doing it twice gives the same files.
+    async fn assemble(&self, record: &BatchRecord) -> Result<BatchPatch, WorkerError> {
+        let mut patch = BatchPatch::default();
+        let counts = record
+            .segments
+            .values()
+            .fold((0, 0), |(c, f), s| (c + s.completed, f + s.failed));
+        patch.request_counts = Some(crate::domain::RequestCounts {
+            total: record.batch.request_counts.total,
+            completed: counts.0,
+            failed: counts.1,
+        });
+        for kind in ["output", "error"] {
+            let parts: Vec<&String> = record
+                .segments
+                .values()
+                .filter_map(|s| {
+                    if kind == "output" {
+                        s.output_part.as_ref()
+                    } else {
+                        s.error_part.as_ref()
+                    }
+                })
+                .collect();
+            if parts.is_empty() {
+                continue;
+            }
+            let file_id = derived_file_id(&record.batch.id, kind);
+            let blob_key = crate::files::file_key(&record.tenant, &file_id);
+            let now = self.clock.now_secs();
+            if self
+                .files
+                .get_file(&record.tenant, &file_id, now)
+                .await?
+                .is_none()
+            {
+                let mut writer = self.blobs.create(&blob_key).await?;
+                let mut chunk = vec![0u8; 256 * 1024];
+                for part in parts {
+                    let Some(mut reader) = self.blobs.open(part).await? else {
+                        return Err(WorkerError::Read(std::io::Error::other(format!(
+                            "part {part} is missing"
+                        ))));
+                    };
+                    loop {
+                        let read = reader.read(&mut chunk).await?;
+                        if read == 0 {
+                            break;
+                        }
+                        writer.write(Bytes::copy_from_slice(&chunk[..read])).await?;
+                    }
+                }
+                let bytes = writer.finish().await?;
+                let file = FileRecord {
+                    tenant: record.tenant.clone(),
+                    file: FileObject {
+                        id: file_id.to_string(),
+                        object: Default::default(),
+                        bytes,
+                        created_at: now,
+                        expires_at: record
+                            .output_expires_after
+                            .as_ref()
+                            .map(|e| now + e.seconds),
+                        filename: format!("{}_{kind}.jsonl", record.batch.id),
+                        purpose: FilePurpose::BatchOutput,
+                        status: "processed".into(),
+                        status_details: None,
+                    },
+                    blob_key,
+                    created_us: self.clock.now_micros(),
+                };
+                if let Err(error) = self.files.create_file(&file).await {
+                    // Another finalizer of the same batch may have just created it.
+                    if self
+                        .files
+                        .get_file(&record.tenant, &file_id, now)
+                        .await?
+                        .is_none()
+                    {
+                        return Err(error.into());
+                    }
+                }
+            }
+            if kind == "output" {
+                patch.output_file_id = Some(file_id.to_string());
+            } else {
+                patch.error_file_id = Some(file_id.to_string());
+            }
+        }
+        Ok(patch)
+    }
+
+    /// A running batch whose input vanished cannot finish: `failed`.
+    async fn fail_running(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        message: &str,
+    ) -> Result<(), WorkerError> {
+        let now = self.clock.now_secs();
+        let errors = BatchErrors {
+            object: "list".into(),
+            data: vec![BatchError {
+                code: "invalid_request".into(),
+                message: message.into(),
+                param: Some("input_file_id".into()),
+                line: None,
+            }],
+        };
+        let fail = Transition {
+            patch: BatchPatch {
+                errors: Some(errors),
+                ..BatchPatch::default()
+            },
+            ..Transition::new(&[BatchStatus::InProgress], BatchStatus::Failed, now)
+        };
+        self.batches.transition(tenant, id, fail, now).await?;
+        Ok(())
+    }
+
+    /// A stuck running batch: every shard that still has lines goes back on the queue.
+    pub(super) async fn redrive_execution(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+    ) -> Result<(), WorkerError> {
+        let now = self.clock.now_secs();
+        let Some(record) = self.batches.get(tenant, id, now).await? else {
+            return Ok(());
+        };
+        let Some(input) = self.input_of(&record, now).await? else {
+            return self
+                .fail_running(
+                    tenant,
+                    id,
+                    "The input file was deleted while the batch ran.",
+                )
+                .await;
+        };
+        let counts = record.batch.request_counts;
+        if counts.completed + counts.failed >= counts.total {
+            return Ok(self.queue.enqueue(&finalize(tenant, id)).await?);
+        }
+        for shard in shards(input.bytes, self.execution.shard_bytes) {
+            if resume_point(&record.segments, shard).is_some() {
+                self.queue.enqueue(&run_shard(tenant, id, shard)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn out_of_time(deadline: Option<Instant>, margin: Duration) -> bool {
+    deadline.is_some_and(|d| Instant::now() + margin >= d)
+}
+
+fn run_shard(tenant: &TenantId, id: &BatchId, shard: ByteRange) -> WorkItem {
+    WorkItem::RunShard {
+        tenant: tenant.clone(),
+        batch_id: id.to_string(),
+        start: shard.start,
+        end: shard.end,
+    }
+}
+
+fn finalize(tenant: &TenantId, id: &BatchId) -> WorkItem {
+    WorkItem::Finalize {
+        tenant: tenant.clone(),
+        batch_id: id.to_string(),
+    }
+}
+
+/// The id of a batch's output (or error) file: derived, so a finalization run
+/// twice creates the same file once.
+fn derived_file_id(batch_id: &str, kind: &str) -> FileId {
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(format!("{batch_id}/{kind}").as_bytes()));
+    FileId::parse(&format!("file-{}", &digest[..32])).unwrap_or_else(FileId::random)
+}

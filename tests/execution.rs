@@ -1,0 +1,415 @@
+//! Execution end to end against the fake upstream: validation starts the
+//! shards, segments commit, and finalization writes OpenAI's output and error
+//! files — on the embedded store, moto (DynamoDB and S3) and dynalite.
+
+#[path = "../examples/fake_upstream.rs"]
+mod fake_upstream;
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::{create_body, fresh_bucket, fresh_dynamo_store, Backend, TestApp, TestStores};
+use fake_upstream::{FakeConfig, FakeHandle};
+use lambda_batches::clock::Clock;
+use lambda_batches::config::{
+    AuthConfig, Config, ExecutionConfig, ReconcilerConfig, UpstreamConfig,
+};
+use lambda_batches::files::local::LocalBlobStore;
+use lambda_batches::files::BlobStore;
+use lambda_batches::queue::in_process::InProcessQueue;
+use lambda_batches::queue::{WorkItem, WorkQueue};
+use lambda_batches::store::embedded::EmbeddedStore;
+use lambda_batches::upstream::{RetryPolicy, UpstreamClient};
+use lambda_batches::worker::Worker;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+macro_rules! backend_suite {
+    ($backend:ident, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backend::named(stringify!($backend))).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! suite {
+    ([$($backend:ident),*], $cases:tt) => {
+        $( backend_suite!($backend, $cases); )*
+    };
+}
+
+suite!(
+    [embedded, moto, dynalite],
+    [
+        given_a_chat_batch_then_it_completes_with_output_and_error_files_in_input_order,
+        given_every_line_failing_then_the_batch_completes_without_an_output_file,
+        given_many_shards_delivered_twice_then_every_custom_id_appears_once,
+        given_a_cancel_mid_run_then_the_batch_is_cancelled_with_partial_results,
+    ]
+);
+
+struct Run {
+    app: TestApp,
+    worker: Worker,
+    items: UnboundedReceiver<WorkItem>,
+    upstream: FakeHandle,
+    _dir: tempfile::TempDir,
+}
+
+fn execution(shard_bytes: u64, segment_lines: usize) -> ExecutionConfig {
+    ExecutionConfig {
+        shard_bytes,
+        segment_lines,
+        concurrency: 8,
+        retry: RetryPolicy {
+            max_attempts: 20,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            max_retry_after: Duration::from_millis(5),
+            ..RetryPolicy::default()
+        },
+    }
+}
+
+async fn run(backend: Backend, fake: FakeConfig, execution: ExecutionConfig) -> Run {
+    let upstream = fake_upstream::start(fake).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::open_dir(dir.path()).expect("blobs"));
+    let (batches, files, blobs): (
+        Arc<dyn lambda_batches::store::BatchStore>,
+        Arc<dyn lambda_batches::store::files::FileStore>,
+        Arc<dyn BlobStore>,
+    ) = match backend {
+        Backend::Embedded => {
+            let store = Arc::new(EmbeddedStore::in_memory().expect("store"));
+            (store.clone(), store, local)
+        }
+        Backend::Dynalite => {
+            let store = Arc::new(fresh_dynamo_store(backend).await);
+            (store.clone(), store, local)
+        }
+        Backend::Moto => {
+            let store = Arc::new(fresh_dynamo_store(backend).await);
+            (store.clone(), store, Arc::new(fresh_bucket(backend).await))
+        }
+    };
+    let (queue, items) = InProcessQueue::new();
+    let queue: Arc<dyn WorkQueue> = Arc::new(queue);
+    let stores = TestStores {
+        batches: Arc::clone(&batches),
+        files: Arc::clone(&files),
+        blobs: Arc::clone(&blobs),
+        dynamodb_requests: None,
+        _blob_dir: None,
+    };
+    let app = TestApp::with_stores(stores, AuthConfig::Open, Some(Arc::clone(&queue)));
+    let worker = Worker {
+        batches,
+        files,
+        blobs,
+        queue,
+        upstream: UpstreamClient::new(&UpstreamConfig {
+            base_url: upstream.base_url(),
+            api_key: None,
+        })
+        .expect("client"),
+        clock: Arc::clone(&app.clock) as Arc<dyn Clock>,
+        reconciler: ReconcilerConfig {
+            stuck_after_secs: 60,
+            interval_secs: 1,
+        },
+        execution,
+    };
+    Run {
+        app,
+        worker,
+        items,
+        upstream,
+        _dir: dir,
+    }
+}
+
+fn chat_line(custom_id: &str, extra: Value) -> String {
+    let mut body = json!({"model": "fake-model", "messages": [{"role": "user", "content": format!("hello {custom_id}")}]});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    json!({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body})
+        .to_string()
+}
+
+impl Run {
+    async fn create(&self, lines: &[String]) -> String {
+        let content = lines.join("\n") + "\n";
+        let file = self
+            .app
+            .upload_file("batch", "input.jsonl", content.as_bytes())
+            .await;
+        assert_eq!(file.status, StatusCode::OK, "{}", file.body);
+        let created = self
+            .app
+            .create(&create_body(file.body["id"].as_str().expect("file id")))
+            .await;
+        assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+        created.id()
+    }
+
+    /// Handles work items until none is left; `times` handles each twice
+    /// (concurrently) when 2, as a duplicate SQS delivery would.
+    async fn drain(&mut self, times: usize) {
+        while let Ok(item) = self.items.try_recv() {
+            let runs = (0..times).map(|_| self.worker.handle(&item));
+            for result in futures::future::join_all(runs).await {
+                result.expect("work item");
+            }
+        }
+    }
+
+    async fn batch(&self, id: &str) -> Value {
+        self.app.retrieve(id).await.body
+    }
+
+    /// The lines of a file, parsed.
+    async fn lines(&self, file_id: &Value) -> Vec<Value> {
+        let id = file_id
+            .as_str()
+            .unwrap_or_else(|| panic!("no file id: {file_id}"));
+        let meta = self.app.get(&format!("/v1/files/{id}")).await;
+        assert_eq!(meta.body["purpose"], "batch_output", "{}", meta.body);
+        let content = self.app.content(None, id).await;
+        assert_eq!(content.status, StatusCode::OK);
+        String::from_utf8(content.body.to_vec())
+            .expect("UTF-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+}
+
+fn custom_ids(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+async fn given_a_chat_batch_then_it_completes_with_output_and_error_files_in_input_order(
+    backend: Backend,
+) {
+    let mut run = run(backend, FakeConfig::default(), execution(1 << 20, 4)).await;
+    let lines: Vec<String> = (0..10)
+        .map(|i| {
+            if i == 6 {
+                chat_line("bad", json!({"fail_with": 400}))
+            } else {
+                chat_line(&format!("r{i}"), json!({}))
+            }
+        })
+        .collect();
+    let id = run.create(&lines).await;
+
+    run.drain(1).await;
+
+    let batch = run.batch(&id).await;
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert_eq!(
+        batch["request_counts"],
+        json!({"total": 10, "completed": 9, "failed": 1})
+    );
+    for stamp in ["in_progress_at", "finalizing_at", "completed_at"] {
+        assert!(batch[stamp].is_i64(), "{stamp}: {batch}");
+    }
+    assert!(
+        batch["usage"]["total_tokens"].as_u64().unwrap_or(0) > 0,
+        "{batch}"
+    );
+    let output = run.lines(&batch["output_file_id"]).await;
+    let expected: Vec<String> = (0..10)
+        .filter(|i| *i != 6)
+        .map(|i| format!("r{i}"))
+        .collect();
+    assert_eq!(custom_ids(&output), expected, "input order");
+    let first = &output[0];
+    assert!(first["id"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("batch_req_"));
+    assert_eq!(first["response"]["status_code"], 200);
+    assert!(
+        first["response"]["body"].is_object(),
+        "body is a JSON object, not a string"
+    );
+    assert_eq!(
+        first["response"]["body"]["choices"][0]["message"]["content"],
+        "echo: hello r0"
+    );
+    assert!(first["error"].is_null());
+    let errors = run.lines(&batch["error_file_id"]).await;
+    assert_eq!(custom_ids(&errors), vec!["bad"]);
+    assert_eq!(errors[0]["response"]["status_code"], 400);
+    assert!(errors[0]["response"]["body"]["error"].is_object());
+    assert_eq!(run.upstream.stats().status(400), 1, "a 400 is not retried");
+}
+
+async fn given_every_line_failing_then_the_batch_completes_without_an_output_file(
+    backend: Backend,
+) {
+    let mut run = run(backend, FakeConfig::default(), execution(1 << 20, 64)).await;
+    let lines: Vec<String> = (0..3)
+        .map(|i| chat_line(&format!("f{i}"), json!({"fail_with": 422})))
+        .collect();
+    let id = run.create(&lines).await;
+
+    run.drain(1).await;
+
+    let batch = run.batch(&id).await;
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert!(batch["output_file_id"].is_null());
+    assert_eq!(
+        batch["request_counts"],
+        json!({"total": 3, "completed": 0, "failed": 3})
+    );
+    assert_eq!(
+        custom_ids(&run.lines(&batch["error_file_id"]).await),
+        vec!["f0", "f1", "f2"]
+    );
+}
+
+async fn given_many_shards_delivered_twice_then_every_custom_id_appears_once(backend: Backend) {
+    // Tiny shards and segments: lines straddle shard boundaries everywhere.
+    let fake = FakeConfig {
+        rate_429: 0.1,
+        rate_500: 0.1,
+        rate_drop: 0.1,
+        seed: 7,
+        ..FakeConfig::default()
+    };
+    let mut run = run(backend, fake, execution(300, 2)).await;
+    let lines: Vec<String> = (0..25)
+        .map(|i| chat_line(&format!("id-{i:02}"), json!({})))
+        .collect();
+    let id = run.create(&lines).await;
+
+    run.drain(2).await;
+
+    let batch = run.batch(&id).await;
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert_eq!(
+        batch["request_counts"],
+        json!({"total": 25, "completed": 25, "failed": 0})
+    );
+    let output = run.lines(&batch["output_file_id"]).await;
+    let expected: Vec<String> = (0..25).map(|i| format!("id-{i:02}")).collect();
+    assert_eq!(
+        custom_ids(&output),
+        expected,
+        "each line once, in input order"
+    );
+    assert!(batch["error_file_id"].is_null());
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for line in &output {
+        *per_id
+            .entry(line["id"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    assert!(per_id.values().all(|n| *n == 1), "request ids are unique");
+}
+
+async fn given_a_cancel_mid_run_then_the_batch_is_cancelled_with_partial_results(backend: Backend) {
+    let mut run = run(backend, FakeConfig::default(), execution(400, 100)).await;
+    let lines: Vec<String> = (0..12)
+        .map(|i| chat_line(&format!("c{i:02}"), json!({})))
+        .collect();
+    let id = run.create(&lines).await;
+    // Validation, then exactly one shard runs before the cancel.
+    let validate = run.items.try_recv().expect("validation announced");
+    run.worker.handle(&validate).await.expect("validate");
+    let first_shard = run.items.try_recv().expect("a shard");
+    run.worker.handle(&first_shard).await.expect("shard");
+
+    let cancelled = run.app.cancel(&id).await;
+    assert_eq!(cancelled.body["status"], "cancelling");
+    run.drain(1).await;
+
+    let batch = run.batch(&id).await;
+    assert_eq!(batch["status"], "cancelled", "{batch}");
+    let done = batch["request_counts"]["completed"].as_u64().unwrap_or(0);
+    assert!(done > 0 && done < 12, "partial: {batch}");
+    let output = run.lines(&batch["output_file_id"]).await;
+    assert_eq!(
+        output.len() as u64,
+        done,
+        "the file holds exactly what the counts say"
+    );
+    let ids = custom_ids(&output);
+    assert_eq!(
+        ids,
+        (0..done).map(|i| format!("c{i:02}")).collect::<Vec<_>>(),
+        "a prefix, once each"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_each_endpoint_then_its_batch_completes_with_object_bodies() {
+    let cases = [
+        (
+            "/v1/completions",
+            json!({"model": "fake-model", "prompt": "hi"}),
+            "text_completion",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": "fake-embed", "input": "hi"}),
+            "list",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "fake-model", "input": "hi"}),
+            "response",
+        ),
+    ];
+    for (endpoint, body, object) in cases {
+        let mut run = run(
+            Backend::Embedded,
+            FakeConfig::default(),
+            execution(1 << 20, 16),
+        )
+        .await;
+        let line =
+            json!({"custom_id": "x", "method": "POST", "url": endpoint, "body": body}).to_string();
+        let file = run
+            .app
+            .upload_file("batch", "in.jsonl", format!("{line}\n").as_bytes())
+            .await;
+        let mut create = create_body(file.body["id"].as_str().expect("file"));
+        create["endpoint"] = json!(endpoint);
+        let id = run.app.create(&create).await.id();
+
+        run.drain(1).await;
+
+        let batch = run.batch(&id).await;
+        assert_eq!(batch["status"], "completed", "{endpoint}: {batch}");
+        let output = run.lines(&batch["output_file_id"]).await;
+        assert_eq!(
+            output[0]["response"]["body"]["object"], object,
+            "{endpoint}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn defaults_are_documented_values() {
+    let config = Config::from_lookup(|_| None).expect("config");
+    assert_eq!(config.execution.shard_bytes, 4 * 1024 * 1024);
+    assert_eq!(config.execution.segment_lines, 256);
+    assert_eq!(config.execution.concurrency, 32);
+}
