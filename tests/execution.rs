@@ -258,6 +258,11 @@ async fn given_a_chat_batch_then_it_completes_with_output_and_error_files_in_inp
     assert_eq!(errors[0]["response"]["status_code"], 400);
     assert!(errors[0]["response"]["body"]["error"].is_object());
     assert_eq!(run.upstream.stats().status(400), 1, "a 400 is not retried");
+    let leftovers = run.app.blobs.list("batches/").await.expect("list");
+    assert!(
+        leftovers.is_empty(),
+        "result parts are deleted: {leftovers:?}"
+    );
 }
 
 async fn given_every_line_failing_then_the_batch_completes_without_an_output_file(

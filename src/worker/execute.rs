@@ -406,7 +406,17 @@ impl Worker {
             .transition(tenant, id, done, self.clock.now_secs())
             .await?;
         tracing::info!(batch_id = %id, %tenant, ?outcome, "batch completed");
+        self.delete_parts(tenant, id).await;
         Ok(())
+    }
+
+    /// The parts are in the files now. Best effort: the bucket's lifecycle
+    /// rule removes anything left behind.
+    async fn delete_parts(&self, tenant: &TenantId, id: &BatchId) {
+        let prefix = format!("batches/{tenant}/{id}/parts/");
+        if let Err(error) = self.blobs.delete_prefix(&prefix).await {
+            tracing::warn!(batch_id = %id, error = %crate::api::error::ErrorChain(&error), "could not delete result parts");
+        }
     }
 
     /// `cancelling` → `cancelled`, with the results committed before the seal.
@@ -436,6 +446,7 @@ impl Worker {
             .transition(tenant, id, done, self.clock.now_secs())
             .await?;
         tracing::info!(batch_id = %id, %tenant, ?outcome, "finish cancel");
+        self.delete_parts(tenant, id).await;
         Ok(())
     }
 
