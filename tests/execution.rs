@@ -54,6 +54,7 @@ suite!(
         given_every_line_failing_then_the_batch_completes_without_an_output_file,
         given_many_shards_delivered_twice_then_every_custom_id_appears_once,
         given_a_cancel_mid_run_then_the_batch_is_cancelled_with_partial_results,
+        given_the_window_passing_mid_run_then_the_batch_expires_with_batch_expired_lines,
     ]
 );
 
@@ -361,6 +362,43 @@ async fn given_a_cancel_mid_run_then_the_batch_is_cancelled_with_partial_results
         (0..done).map(|i| format!("c{i:02}")).collect::<Vec<_>>(),
         "a prefix, once each"
     );
+}
+
+async fn given_the_window_passing_mid_run_then_the_batch_expires_with_batch_expired_lines(
+    backend: Backend,
+) {
+    let mut run = run(backend, FakeConfig::default(), execution(400, 100)).await;
+    let lines: Vec<String> = (0..12)
+        .map(|i| chat_line(&format!("e{i:02}"), json!({})))
+        .collect();
+    let id = run.create(&lines).await;
+    let validate = run.items.try_recv().expect("validation announced");
+    run.worker.handle(&validate).await.expect("validate");
+    let first_shard = run.items.try_recv().expect("a shard");
+    run.worker.handle(&first_shard).await.expect("shard");
+
+    // The 24 h window passes with the other shards still queued.
+    run.app.clock.advance_ms(24 * 3600 * 1000);
+    run.drain(1).await;
+
+    let batch = run.batch(&id).await;
+    assert_eq!(batch["status"], "expired", "{batch}");
+    assert!(batch["expired_at"].is_i64());
+    let done = batch["request_counts"]["completed"].as_u64().unwrap_or(0);
+    assert!(done > 0 && done < 12, "{batch}");
+    assert_eq!(batch["request_counts"]["failed"].as_u64(), Some(12 - done));
+    let output = run.lines(&batch["output_file_id"]).await;
+    let errors = run.lines(&batch["error_file_id"]).await;
+    let mut all = custom_ids(&output);
+    all.extend(custom_ids(&errors));
+    assert_eq!(
+        all,
+        (0..12).map(|i| format!("e{i:02}")).collect::<Vec<_>>(),
+        "every line once"
+    );
+    assert!(errors
+        .iter()
+        .all(|l| l["error"]["code"] == "batch_expired" && l["response"].is_null()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::{Worker, WorkerError};
 use crate::domain::batch::Usage;
-use crate::domain::execution::{request_id, resume_point, shards, ByteRange, Segment};
+use crate::domain::execution::{gaps, request_id, resume_point, shards, ByteRange, Segment};
 use crate::domain::{
     BatchError, BatchErrors, BatchId, BatchPatch, BatchStatus, FileId, FileObject, FilePurpose,
     TenantId, Transition,
@@ -114,7 +114,19 @@ impl Worker {
                 )
                 .await;
         };
+        // Lines stop at the batch's expiry as at the invocation's end.
+        let expiry = record
+            .batch
+            .expires_at
+            .map(|at| Instant::now() + Duration::from_secs(u64::try_from(at - now).unwrap_or(0)));
+        let deadline = match (deadline, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         while let Some(resume) = resume_point(&record.segments, shard) {
+            if is_expired(&record, self.clock.now_secs()) {
+                return Ok(self.queue.enqueue(&finalize(tenant, id)).await?);
+            }
             if out_of_time(deadline, FINISH_MARGIN) {
                 // Hand the rest back: a fresh invocation resumes at `resume`.
                 return Ok(self.queue.enqueue(&run_shard(tenant, id, shard)).await?);
@@ -373,6 +385,9 @@ impl Worker {
             BatchStatus::InProgress => {
                 let counts = record.batch.request_counts;
                 if counts.completed + counts.failed < counts.total {
+                    if is_expired(&record, now) {
+                        return self.expire(tenant, id).await;
+                    }
                     return Ok(()); // not every line is done yet
                 }
                 let begin =
@@ -391,7 +406,9 @@ impl Worker {
         let Some(sealed) = self.batches.seal(tenant, id, now).await? else {
             return Ok(());
         };
-        let patch = self.assemble(&sealed).await?;
+        let Some(patch) = self.assemble(&sealed, None).await? else {
+            return Ok(());
+        };
         crash_point("before_completed");
         let done = Transition {
             patch,
@@ -436,7 +453,9 @@ impl Worker {
         let Some(sealed) = self.batches.seal(tenant, id, now).await? else {
             return Ok(());
         };
-        let patch = self.assemble(&sealed).await?;
+        let Some(patch) = self.assemble(&sealed, None).await? else {
+            return Ok(());
+        };
         let done = Transition {
             patch,
             ..Transition::finish_cancel(self.clock.now_secs())
@@ -452,16 +471,24 @@ impl Worker {
 
     /// Joins the committed parts, in input order, into the output and error
     /// files. Deterministic names and ids, so doing it twice gives the same files.
-    async fn assemble(&self, record: &BatchRecord) -> Result<BatchPatch, WorkerError> {
+    async fn assemble(
+        &self,
+        record: &BatchRecord,
+        expired: Option<&Input>,
+    ) -> Result<Option<BatchPatch>, WorkerError> {
         let mut patch = BatchPatch::default();
         let counts = record
             .segments
             .values()
             .fold((0, 0), |(c, f), s| (c + s.completed, f + s.failed));
+        let expired_lines = match expired {
+            Some(input) => self.expired_lines(record, input, None).await?,
+            None => 0,
+        };
         patch.request_counts = Some(crate::domain::RequestCounts {
             total: record.batch.request_counts.total,
             completed: counts.0,
-            failed: counts.1,
+            failed: counts.1 + expired_lines,
         });
         for kind in ["output", "error"] {
             let parts: Vec<&String> = record
@@ -475,7 +502,8 @@ impl Worker {
                     }
                 })
                 .collect();
-            if parts.is_empty() {
+            let with_expired = kind == "error" && expired_lines > 0;
+            if parts.is_empty() && !with_expired {
                 continue;
             }
             let file_id = derived_file_id(&record.batch.id, kind);
@@ -491,9 +519,8 @@ impl Worker {
                 let mut chunk = vec![0u8; 256 * 1024];
                 for part in parts {
                     let Some(mut reader) = self.blobs.open(part).await? else {
-                        return Err(WorkerError::Read(std::io::Error::other(format!(
-                            "part {part} is missing"
-                        ))));
+                        writer.abort().await;
+                        return self.part_missing(record, part).await;
                     };
                     loop {
                         let read = reader.read(&mut chunk).await?;
@@ -502,6 +529,9 @@ impl Worker {
                         }
                         writer.write(Bytes::copy_from_slice(&chunk[..read])).await?;
                     }
+                }
+                if let (true, Some(input)) = (with_expired, expired) {
+                    self.expired_lines(record, input, Some(&mut writer)).await?;
                 }
                 let bytes = writer.finish().await?;
                 let file = FileRecord {
@@ -541,7 +571,117 @@ impl Worker {
                 patch.error_file_id = Some(file_id.to_string());
             }
         }
-        Ok(patch)
+        Ok(Some(patch))
+    }
+
+    /// A part vanishes when a racing finalizer finished first and deleted the
+    /// parts: then there is nothing left to do. Otherwise it is an error.
+    async fn part_missing(
+        &self,
+        record: &BatchRecord,
+        part: &str,
+    ) -> Result<Option<BatchPatch>, WorkerError> {
+        let id = BatchId::parse(&record.batch.id);
+        let now = self.clock.now_secs();
+        let current = match &id {
+            Some(id) => self.batches.get(&record.tenant, id, now).await?,
+            None => None,
+        };
+        if current.is_none_or(|c| c.batch.status.is_terminal()) {
+            return Ok(None);
+        }
+        Err(WorkerError::Read(std::io::Error::other(format!(
+            "result part {part} is missing"
+        ))))
+    }
+
+    /// The request lines no committed segment covers, written (when `sink` is
+    /// given) as `batch_expired` error lines; returns how many there are.
+    async fn expired_lines(
+        &self,
+        record: &BatchRecord,
+        input: &Input,
+        mut sink: Option<&mut Box<dyn crate::files::BlobWriter>>,
+    ) -> Result<u64, WorkerError> {
+        let expired = Outcome::TransportError {
+            code: "batch_expired",
+            message: "This request could not be executed before the completion window expired."
+                .to_string(),
+        };
+        let mut count = 0;
+        for gap in gaps(&record.segments, input.bytes) {
+            let mut at = gap.start;
+            while at < gap.end {
+                let (lines, _) = self.read_lines(input, at, gap.end).await?;
+                let Some(last) = lines.last() else { break };
+                at = last.next;
+                let mut buffer = Vec::new();
+                for line in &lines {
+                    let Some(request) = &line.request else {
+                        continue;
+                    };
+                    count += 1;
+                    if sink.is_some() {
+                        let custom_id = serde_json::from_slice::<RequestLine>(request)
+                            .map(|r| r.custom_id)
+                            .unwrap_or_default();
+                        let id = request_id(&record.batch.id, line.offset);
+                        serde_json::to_writer(
+                            &mut buffer,
+                            &OutputLine::new(&id, &custom_id, &expired),
+                        )
+                        .map_err(std::io::Error::other)?;
+                        buffer.push(b'\n');
+                    }
+                }
+                if let Some(writer) = sink.as_mut() {
+                    writer.write(Bytes::from(buffer)).await?;
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// Past `expires_at`: the batch ends `expired`, its finished lines in the
+    /// output and error files, every unfinished one a `batch_expired` error line.
+    pub(super) async fn expire(&self, tenant: &TenantId, id: &BatchId) -> Result<(), WorkerError> {
+        let now = self.clock.now_secs();
+        let Some(record) = self.batches.get(tenant, id, now).await? else {
+            return Ok(());
+        };
+        if record.batch.status != BatchStatus::InProgress || !is_expired(&record, now) {
+            return Ok(());
+        }
+        let Some(input) = self.input_of(&record, now).await? else {
+            return self
+                .fail_running(
+                    tenant,
+                    id,
+                    "The input file was deleted while the batch ran.",
+                )
+                .await;
+        };
+        let Some(sealed) = self.batches.seal(tenant, id, now).await? else {
+            return Ok(());
+        };
+        let Some(patch) = self.assemble(&sealed, Some(&input)).await? else {
+            return Ok(());
+        };
+        let done = Transition {
+            patch,
+            ..Transition::new(
+                &[BatchStatus::InProgress],
+                BatchStatus::Expired,
+                self.clock.now_secs(),
+            )
+        };
+        let outcome = self
+            .batches
+            .transition(tenant, id, done, self.clock.now_secs())
+            .await?;
+        tracing::info!(batch_id = %id, %tenant, ?outcome, "batch expired");
+        self.delete_parts(tenant, id).await;
+        Ok(())
     }
 
     /// A running batch whose input vanished cannot finish: `failed`.
@@ -592,7 +732,7 @@ impl Worker {
                 .await;
         };
         let counts = record.batch.request_counts;
-        if counts.completed + counts.failed >= counts.total {
+        if counts.completed + counts.failed >= counts.total || is_expired(&record, now) {
             return Ok(self.queue.enqueue(&finalize(tenant, id)).await?);
         }
         for shard in shards(input.bytes, self.execution.shard_bytes) {
@@ -602,6 +742,10 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+fn is_expired(record: &BatchRecord, now: i64) -> bool {
+    record.batch.expires_at.is_some_and(|at| now >= at)
 }
 
 fn out_of_time(deadline: Option<Instant>, margin: Duration) -> bool {
