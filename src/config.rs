@@ -20,6 +20,7 @@
 //! | `UPSTREAM_TIMEOUT_SECS`  | `300`               | one attempt's time limit |
 //! | `BATCHES_SHARD_BYTES`    | `4194304`           | input bytes per shard (the unit of work on the queue) |
 //! | `BATCHES_SEGMENT_LINES`  | `256`               | lines per committed segment (the unit of progress and of crash recovery) |
+//! | `BATCHES_METRICS_FORMAT` | `log`               | per-batch metrics as a log event, or `emf` (CloudWatch embedded metric format) |
 //! | `RUST_LOG`               | `info`              | log filter |
 
 use std::net::IpAddr;
@@ -48,6 +49,8 @@ pub struct Config {
 /// How batches run: shard and segment sizes, concurrency, retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutionConfig {
+    /// How per-batch metrics are emitted: `BATCHES_METRICS_FORMAT` = `log` or `emf`.
+    pub metrics: crate::worker::metrics::MetricsFormat,
     pub shard_bytes: u64,
     pub segment_lines: usize,
     pub concurrency: usize,
@@ -202,7 +205,18 @@ impl Config {
             )?),
             ..crate::upstream::RetryPolicy::default()
         };
+        let metrics = match get("BATCHES_METRICS_FORMAT").as_deref().map(str::trim) {
+            None | Some("log") => crate::worker::metrics::MetricsFormat::Log,
+            Some("emf") => crate::worker::metrics::MetricsFormat::Emf,
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "BATCHES_METRICS_FORMAT",
+                    reason: format!("expected log or emf, got {other:?}"),
+                })
+            }
+        };
         let execution = ExecutionConfig {
+            metrics,
             shard_bytes: number(&get, "BATCHES_SHARD_BYTES", 4 * 1024 * 1024, 1..=1 << 40)?,
             segment_lines: number(&get, "BATCHES_SEGMENT_LINES", 256, 1..=50_000)?,
             concurrency: number(&get, "UPSTREAM_CONCURRENCY", 32, 1..=1024)?,

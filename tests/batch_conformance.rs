@@ -635,9 +635,10 @@ fn segment_commit(start: u64, end: u64, completed: u64, failed: u64) -> SegmentC
         segment: Segment {
             end,
             output_part: Some(format!("parts/{start}.out")),
-            error_part: None,
             completed,
             failed,
+            retries: 2,
+            ..Segment::default()
         },
         usage,
     }
@@ -704,6 +705,10 @@ async fn given_a_running_batch_when_segments_commit_then_each_start_lands_once_w
         vec![0, 100]
     );
     assert_eq!(record.segments[&100].end, 180);
+    assert_eq!(
+        record.segments[&100].retries, 2,
+        "segment stats round-trip through the store"
+    );
     let counts = record.batch.request_counts;
     let first_completed = record.segments[&0].completed;
     assert_eq!(

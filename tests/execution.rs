@@ -68,6 +68,7 @@ struct Run {
 
 fn execution(shard_bytes: u64, segment_lines: usize) -> ExecutionConfig {
     ExecutionConfig {
+        metrics: Default::default(),
         shard_bytes,
         segment_lines,
         concurrency: 8,
@@ -259,6 +260,31 @@ async fn given_a_chat_batch_then_it_completes_with_output_and_error_files_in_inp
     assert_eq!(errors[0]["response"]["status_code"], 400);
     assert!(errors[0]["response"]["body"]["error"].is_object());
     assert_eq!(run.upstream.stats().status(400), 1, "a 400 is not retried");
+    let live = run
+        .app
+        .store
+        .get(
+            &lambda_batches::domain::TenantId::default_tenant(),
+            &lambda_batches::domain::BatchId::parse(&id).expect("id"),
+            0,
+        )
+        .await
+        .expect("get")
+        .expect("record");
+    let emf = lambda_batches::worker::metrics::emf_line(
+        &live,
+        lambda_batches::domain::BatchStatus::Completed,
+        1,
+    );
+    assert_eq!(
+        (emf["Lines"].as_u64(), emf["Failures"].as_u64()),
+        (Some(10), Some(1))
+    );
+    assert_eq!(
+        emf["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "lambda-batches"
+    );
+    assert_eq!(emf["Endpoint"], "/v1/chat/completions");
     let leftovers = run.app.blobs.list("batches/").await.expect("list");
     assert!(
         leftovers.is_empty(),

@@ -138,6 +138,7 @@ pub async fn cancel(
     {
         TransitionOutcome::Applied(batch) => {
             tracing::info!(batch_id = %id, tenant = %tenant, "batch cancelling");
+            crate::fault::crash_point("after_cancelling_stored");
             announce(
                 &state,
                 WorkItem::FinishCancel {

@@ -44,7 +44,7 @@ pub fn shards(file_bytes: u64, shard_bytes: u64) -> Vec<ByteRange> {
 }
 
 /// A committed run of lines: where its results are, and what they counted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {
     pub end: u64,
     /// Blob keys of this segment's output and error lines, when it has any.
@@ -52,6 +52,68 @@ pub struct Segment {
     pub error_part: Option<String>,
     pub completed: u64,
     pub failed: u64,
+    /// Upstream attempts beyond the first, summed over the segment's lines.
+    #[serde(default)]
+    pub retries: u64,
+    /// Upstream latency of the segment's lines, for the batch's percentiles.
+    #[serde(default)]
+    pub latency: LatencyHistogram,
+}
+
+/// A log-scale histogram of milliseconds: eight buckets per doubling, so a
+/// percentile read from it is within about 9 %, and a segment stores only the
+/// few buckets its lines fell in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LatencyHistogram(Vec<(u32, u64)>);
+
+impl LatencyHistogram {
+    fn bucket(ms: u64) -> u32 {
+        // log2(ms + 1) * 8, so 0 ms is bucket 0.
+        ((ms as f64 + 1.0).log2() * 8.0) as u32
+    }
+
+    fn upper_bound(bucket: u32) -> u64 {
+        (2f64.powf(f64::from(bucket + 1) / 8.0) - 1.0).ceil() as u64
+    }
+
+    pub fn record(&mut self, ms: u64) {
+        self.add(Self::bucket(ms), 1);
+    }
+
+    fn add(&mut self, bucket: u32, count: u64) {
+        match self.0.binary_search_by_key(&bucket, |(b, _)| *b) {
+            Ok(i) => self.0[i].1 += count,
+            Err(i) => self.0.insert(i, (bucket, count)),
+        }
+    }
+
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        for (bucket, count) in &other.0 {
+            self.add(*bucket, *count);
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.iter().map(|(_, c)| c).sum()
+    }
+
+    /// The latency at or below which `p` (0..=1) of the lines fell, in ms.
+    pub fn percentile(&self, p: f64) -> Option<u64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((p.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (bucket, count) in &self.0 {
+            seen += count;
+            if seen >= rank {
+                return Some(Self::upper_bound(*bucket));
+            }
+        }
+        self.0.last().map(|(b, _)| Self::upper_bound(*b))
+    }
 }
 
 /// Committed segments, keyed by their start offset.
@@ -117,11 +179,26 @@ mod tests {
     fn segment(end: u64) -> Segment {
         Segment {
             end,
-            output_part: None,
-            error_part: None,
-            completed: 0,
-            failed: 0,
+            ..Segment::default()
         }
+    }
+
+    #[test]
+    fn latency_percentiles_are_within_a_bucket_of_the_truth() {
+        let mut histogram = LatencyHistogram::default();
+        for ms in 1..=1000 {
+            histogram.record(ms);
+        }
+        let mut other = LatencyHistogram::default();
+        other.record(5000);
+        histogram.merge(&other);
+        assert_eq!(histogram.count(), 1001);
+        for (p, truth) in [(0.5, 500.0), (0.9, 900.0), (0.99, 990.0)] {
+            let got = histogram.percentile(p).unwrap() as f64;
+            assert!((got - truth).abs() / truth < 0.1, "p{p}: {got} vs {truth}");
+        }
+        assert!(histogram.percentile(1.0).unwrap() >= 5000);
+        assert_eq!(LatencyHistogram::default().percentile(0.5), None);
     }
 
     #[test]

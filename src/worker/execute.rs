@@ -20,7 +20,9 @@ use tokio::time::Instant;
 
 use super::{Worker, WorkerError};
 use crate::domain::batch::Usage;
-use crate::domain::execution::{gaps, request_id, resume_point, shards, ByteRange, Segment};
+use crate::domain::execution::{
+    gaps, request_id, resume_point, shards, ByteRange, LatencyHistogram, Segment,
+};
 use crate::domain::{
     BatchError, BatchErrors, BatchId, BatchPatch, BatchStatus, FileId, FileObject, FilePurpose,
     TenantId, Transition,
@@ -87,6 +89,7 @@ impl Worker {
         }
         for shard in shards(input_bytes, self.execution.shard_bytes) {
             self.queue.enqueue(&run_shard(tenant, id, shard)).await?;
+            crash_point("after_shard_enqueued");
         }
         Ok(())
     }
@@ -157,6 +160,7 @@ impl Worker {
         }
         let counts = record.batch.request_counts;
         if counts.completed + counts.failed >= counts.total {
+            crash_point("before_finalize_enqueued");
             self.queue.enqueue(&finalize(tenant, id)).await?;
         }
         Ok(())
@@ -179,14 +183,12 @@ impl Worker {
                 start,
                 segment: Segment {
                     end: skipped_to,
-                    output_part: None,
-                    error_part: None,
-                    completed: 0,
-                    failed: 0,
+                    ..Segment::default()
                 },
                 usage: Usage::default(),
             }));
         }
+        crash_point("before_segment_upstream_calls");
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = self.watch_for_cancel(record, Arc::clone(&stop));
         let line_deadline = deadline.map(|d| d - FINISH_MARGIN / 2);
@@ -220,10 +222,12 @@ impl Worker {
             .collect()
             .await;
         watcher.abort();
+        crash_point("after_segment_upstream_calls");
 
         let mut output = Vec::new();
         let mut errors = Vec::new();
         let (mut completed, mut failed, mut usage, mut end) = (0, 0, Usage::default(), start);
+        let (mut retries, mut latency) = (0, LatencyHistogram::default());
         for (line, result) in lines.iter().zip(results) {
             let Some(request) = &line.request else {
                 end = line.next;
@@ -236,6 +240,8 @@ impl Worker {
             let custom_id = serde_json::from_slice::<RequestLine>(request)
                 .map(|r| r.custom_id)
                 .unwrap_or_default();
+            retries += u64::from(execution.attempts.saturating_sub(1));
+            latency.record(u64::try_from(execution.latency.as_millis()).unwrap_or(u64::MAX));
             let id = request_id(&record.batch.id, line.offset);
             let out = OutputLine::new(&id, &custom_id, &execution.outcome);
             let target = if out.is_success() {
@@ -266,6 +272,7 @@ impl Worker {
         let output_part = self
             .write_part(format!("{base}.output.jsonl"), output)
             .await?;
+        crash_point("after_output_part_written");
         let error_part = self
             .write_part(format!("{base}.error.jsonl"), errors)
             .await?;
@@ -277,6 +284,8 @@ impl Worker {
                 error_part,
                 completed,
                 failed,
+                retries,
+                latency,
             },
             usage,
         }))
@@ -406,6 +415,7 @@ impl Worker {
         let Some(sealed) = self.batches.seal(tenant, id, now).await? else {
             return Ok(());
         };
+        crash_point("after_seal");
         let Some(patch) = self.assemble(&sealed, None).await? else {
             return Ok(());
         };
@@ -423,8 +433,22 @@ impl Worker {
             .transition(tenant, id, done, self.clock.now_secs())
             .await?;
         tracing::info!(batch_id = %id, %tenant, ?outcome, "batch completed");
+        self.emit_metrics(&sealed, BatchStatus::Completed, &outcome);
+        crash_point("before_parts_deleted");
         self.delete_parts(tenant, id).await;
         Ok(())
+    }
+
+    /// Metrics once per batch: only by the finalizer whose transition applied.
+    fn emit_metrics(&self, record: &BatchRecord, status: BatchStatus, outcome: &TransitionOutcome) {
+        if matches!(outcome, TransitionOutcome::Applied(_)) {
+            super::metrics::batch_finished(
+                record,
+                status,
+                self.execution.metrics,
+                self.clock.now_micros() / 1000,
+            );
+        }
     }
 
     /// The parts are in the files now. Best effort: the bucket's lifecycle
@@ -453,9 +477,11 @@ impl Worker {
         let Some(sealed) = self.batches.seal(tenant, id, now).await? else {
             return Ok(());
         };
+        crash_point("finish_cancel_after_seal");
         let Some(patch) = self.assemble(&sealed, None).await? else {
             return Ok(());
         };
+        crash_point("finish_cancel_before_cancelled");
         let done = Transition {
             patch,
             ..Transition::finish_cancel(self.clock.now_secs())
@@ -465,6 +491,7 @@ impl Worker {
             .transition(tenant, id, done, self.clock.now_secs())
             .await?;
         tracing::info!(batch_id = %id, %tenant, ?outcome, "finish cancel");
+        self.emit_metrics(&sealed, BatchStatus::Cancelled, &outcome);
         self.delete_parts(tenant, id).await;
         Ok(())
     }
@@ -534,6 +561,11 @@ impl Worker {
                     self.expired_lines(record, input, Some(&mut writer)).await?;
                 }
                 let bytes = writer.finish().await?;
+                crash_point(if kind == "output" {
+                    "after_output_blob_written"
+                } else {
+                    "after_error_blob_written"
+                });
                 let file = FileRecord {
                     tenant: record.tenant.clone(),
                     file: FileObject {
@@ -565,6 +597,11 @@ impl Worker {
                     }
                 }
             }
+            crash_point(if kind == "output" {
+                "after_output_file_created"
+            } else {
+                "after_error_file_created"
+            });
             if kind == "output" {
                 patch.output_file_id = Some(file_id.to_string());
             } else {
@@ -680,6 +717,7 @@ impl Worker {
             .transition(tenant, id, done, self.clock.now_secs())
             .await?;
         tracing::info!(batch_id = %id, %tenant, ?outcome, "batch expired");
+        self.emit_metrics(&sealed, BatchStatus::Expired, &outcome);
         self.delete_parts(tenant, id).await;
         Ok(())
     }
@@ -738,6 +776,7 @@ impl Worker {
         for shard in shards(input.bytes, self.execution.shard_bytes) {
             if resume_point(&record.segments, shard).is_some() {
                 self.queue.enqueue(&run_shard(tenant, id, shard)).await?;
+                crash_point("redrive_after_shard_enqueued");
             }
         }
         Ok(())

@@ -8,6 +8,7 @@
 mod execute;
 pub mod lambda;
 pub mod local;
+pub mod metrics;
 mod validate;
 
 pub use validate::validate_stream;
@@ -65,6 +66,17 @@ impl Worker {
         item: &WorkItem,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(), WorkerError> {
+        use tracing::Instrument;
+        // Every event of the item carries the batch (and shard) it works on.
+        let span = tracing::info_span!("work", ?item);
+        self.handle_item(item, deadline).instrument(span).await
+    }
+
+    async fn handle_item(
+        &self,
+        item: &WorkItem,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), WorkerError> {
         match item {
             WorkItem::ValidateBatch { tenant, batch_id } => {
                 self.validate(tenant, &parse_id(batch_id)?).await
@@ -115,6 +127,7 @@ impl Worker {
                     continue;
                 }
                 tracing::info!(batch_id = %stuck.id, tenant = %stuck.tenant, %status, "reconciler re-drives stuck batch");
+                crate::fault::crash_point("reconcile_after_claim");
                 let (tenant, batch_id) = (stuck.tenant.clone(), stuck.id.to_string());
                 match status {
                     BatchStatus::InProgress => {

@@ -69,6 +69,7 @@ impl Worker {
                 )
                 .await;
         }
+        crate::fault::crash_point("validate_before_reading_input");
         let Some(mut reader) = self.blobs.open(&file.blob_key).await? else {
             return self.fail(tenant, id, cannot_find()).await;
         };
@@ -98,6 +99,7 @@ impl Worker {
         match report.batch_errors() {
             Some(errors) => self.fail(tenant, id, errors).await,
             None => {
+                crate::fault::crash_point("validate_before_in_progress");
                 let transition = Transition::start(now, report.requests, report.model);
                 let outcome = self.batches.transition(tenant, id, transition, now).await?;
                 tracing::info!(batch_id = %id, %tenant, requests = report.requests, ?outcome, "validation passed");
