@@ -475,6 +475,47 @@ async fn given_each_endpoint_then_its_batch_completes_with_object_bodies() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_50000_lines_then_many_shards_complete_them_each_once_in_order() {
+    let mut config = execution(256 * 1024, 500);
+    config.concurrency = 64;
+    let mut run = run(Backend::Embedded, FakeConfig::default(), config).await;
+    let lines: Vec<String> = (0..50_000)
+        .map(|i| chat_line(&format!("n{i:05}"), json!({})))
+        .collect();
+    let id = run.create(&lines).await;
+
+    // Shards run as the local worker would, several at a time.
+    let mut shards = 0;
+    while let Ok(item) = run.items.try_recv() {
+        let mut wave = vec![item];
+        while let Ok(more) = run.items.try_recv() {
+            wave.push(more);
+        }
+        shards += wave
+            .iter()
+            .filter(|i| matches!(i, WorkItem::RunShard { .. }))
+            .count();
+        for result in futures::future::join_all(wave.iter().map(|i| run.worker.handle(i))).await {
+            result.expect("work item");
+        }
+    }
+
+    assert!(shards >= 20, "ran in {shards} shards");
+    let batch = run.batch(&id).await;
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert_eq!(
+        batch["request_counts"],
+        json!({"total": 50_000, "completed": 50_000, "failed": 0})
+    );
+    let output = run.lines(&batch["output_file_id"]).await;
+    let expected: Vec<String> = (0..50_000).map(|i| format!("n{i:05}")).collect();
+    assert!(
+        custom_ids(&output) == expected,
+        "every line once, in input order"
+    );
+}
+
 #[tokio::test]
 async fn defaults_are_documented_values() {
     let config = Config::from_lookup(|_| None).expect("config");
