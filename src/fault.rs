@@ -26,7 +26,7 @@ pub fn crash_point(name: &str) {
         .unwrap_or(1);
     let reached = REACHED.fetch_add(1, Ordering::SeqCst) + 1;
     if reached >= after {
-        eprintln!("fault injection: crashing at {name} (reached {reached} times)");
+        eprintln!("fault injection: crashing at {name} (visit {reached})");
         std::process::abort();
     }
 }
