@@ -14,26 +14,7 @@ use lambda_batches::domain::{BatchId, BatchStatus, TenantId, Transition};
 use lambda_batches::store::{CommitOutcome, SegmentCommit, TransitionOutcome};
 use serde_json::{json, Value};
 
-macro_rules! backend_suite {
-    ($backend:ident, [$($case:ident),* $(,)?]) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Backend::named(stringify!($backend))).await;
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! conformance_suite {
-    ([$($backend:ident),*], $cases:tt) => {
-        $( backend_suite!($backend, $cases); )*
-    };
-}
-
-conformance_suite!(
+suite!(
     [embedded, moto, dynalite],
     [
         given_a_valid_request_when_created_then_the_full_batch_object_is_returned_and_stored,

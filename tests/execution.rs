@@ -28,25 +28,6 @@ use lambda_batches::worker::Worker;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-macro_rules! backend_suite {
-    ($backend:ident, [$($case:ident),* $(,)?]) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Backend::named(stringify!($backend))).await;
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! suite {
-    ([$($backend:ident),*], $cases:tt) => {
-        $( backend_suite!($backend, $cases); )*
-    };
-}
-
 suite!(
     [embedded, moto, dynalite],
     [

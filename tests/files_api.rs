@@ -12,25 +12,6 @@ use lambda_batches::config::AuthConfig;
 use lambda_batches::domain::batch_file::BatchFileLimits;
 use serde_json::{json, Value};
 
-macro_rules! backend_suite {
-    ($backend:ident, [$($case:ident),* $(,)?]) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Backend::named(stringify!($backend))).await;
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! suite {
-    ([$($backend:ident),*], $cases:tt) => {
-        $( backend_suite!($backend, $cases); )*
-    };
-}
-
 suite!(
     [embedded, moto, dynalite],
     [

@@ -7,25 +7,6 @@ use common::files::{batch_file_of_size, batch_lines};
 use common::{Backend, TestApp};
 use serde_json::{json, Value};
 
-macro_rules! backend_suite {
-    ($backend:ident, [$($case:ident),* $(,)?]) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Backend::named(stringify!($backend))).await;
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! suite {
-    ([$($backend:ident),*], $cases:tt) => {
-        $( backend_suite!($backend, $cases); )*
-    };
-}
-
 suite!(
     [embedded, moto, dynalite],
     [

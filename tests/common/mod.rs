@@ -8,6 +8,30 @@
 
 pub mod files;
 
+/// Runs each listed case, an `async fn(Backend)` of the calling test file, once
+/// per listed backend: `suite!([embedded, moto, dynalite], [case_a, case_b])`
+/// makes `embedded::case_a`, `moto::case_a`, … as tokio tests.
+#[macro_export]
+macro_rules! suite {
+    ([$($backend:ident),*], $cases:tt) => {
+        $( $crate::backend_suite!($backend, $cases); )*
+    };
+}
+
+#[macro_export]
+macro_rules! backend_suite {
+    ($backend:ident, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backend::named(stringify!($backend))).await;
+                }
+            )*
+        }
+    };
+}
+
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::config::Credentials;
