@@ -151,12 +151,22 @@ impl Worker {
                 .commit_segment(tenant, id, &commit, now)
                 .await?
             {
-                CommitOutcome::Committed(current) | CommitOutcome::AlreadyCommitted(current) => {
+                CommitOutcome::Committed(current) => record = *current,
+                CommitOutcome::AlreadyCommitted(current) => {
+                    // Another attempt won this segment: our parts are nobody's.
+                    self.delete_blobs(&commit.segment).await;
                     record = *current;
                 }
-                CommitOutcome::Closed(_) | CommitOutcome::NotFound => return Ok(()),
+                CommitOutcome::Closed(_) | CommitOutcome::NotFound => {
+                    self.delete_blobs(&commit.segment).await;
+                    return Ok(());
+                }
             }
             crash_point("after_segment_commit");
+            // Cancelled (or moved on) meanwhile: start no further segment.
+            if record.batch.status != BatchStatus::InProgress {
+                return Ok(());
+            }
         }
         let counts = record.batch.request_counts;
         if counts.completed + counts.failed >= counts.total {
@@ -409,6 +419,11 @@ impl Worker {
                 }
             }
             BatchStatus::Finalizing => {} // a finalization that crashed: do it again
+            // Ended already; a crash may have left its parts behind.
+            status if status.is_terminal() => {
+                self.delete_parts(tenant, id).await;
+                return Ok(());
+            }
             _ => return Ok(()),
         }
         crash_point("after_finalizing");
@@ -416,38 +431,68 @@ impl Worker {
             return Ok(());
         };
         crash_point("after_seal");
-        let Some(patch) = self.assemble(&sealed, None).await? else {
-            return Ok(());
-        };
-        crash_point("before_completed");
-        let done = Transition {
-            patch,
-            ..Transition::new(
-                &[BatchStatus::Finalizing],
-                BatchStatus::Completed,
-                self.clock.now_secs(),
-            )
-        };
-        let outcome = self
-            .batches
-            .transition(tenant, id, done, self.clock.now_secs())
-            .await?;
-        tracing::info!(batch_id = %id, %tenant, ?outcome, "batch completed");
-        self.emit_metrics(&sealed, BatchStatus::Completed, &outcome);
-        crash_point("before_parts_deleted");
-        self.delete_parts(tenant, id).await;
-        Ok(())
+        self.end_batch(
+            &sealed,
+            BatchStatus::Finalizing,
+            BatchStatus::Completed,
+            None,
+        )
+        .await
     }
 
-    /// Metrics once per batch: only by the finalizer whose transition applied.
-    fn emit_metrics(&self, record: &BatchRecord, status: BatchStatus, outcome: &TransitionOutcome) {
+    /// The last step of every ending: assemble the files from the sealed
+    /// record, make the final transition, emit the metrics, delete the parts.
+    async fn end_batch(
+        &self,
+        sealed: &BatchRecord,
+        from: BatchStatus,
+        to: BatchStatus,
+        expired: Option<&Input>,
+    ) -> Result<(), WorkerError> {
+        let (tenant, Some(id)) = (&sealed.tenant, BatchId::parse(&sealed.batch.id)) else {
+            return Ok(());
+        };
+        let Some(patch) = self.assemble(sealed, expired).await? else {
+            return Ok(());
+        };
+        crash_point(match to {
+            BatchStatus::Cancelled => "finish_cancel_before_cancelled",
+            _ => "before_completed",
+        });
+        let from: &'static [BatchStatus] = match from {
+            BatchStatus::Finalizing => &[BatchStatus::Finalizing],
+            BatchStatus::Cancelling => &[BatchStatus::Cancelling],
+            _ => &[BatchStatus::InProgress],
+        };
+        let now = self.clock.now_secs();
+        let done = Transition {
+            patch,
+            ..Transition::new(from, to, now)
+        };
+        let outcome = self.batches.transition(tenant, &id, done, now).await?;
+        tracing::info!(batch_id = %id, %tenant, status = %to, ?outcome, "batch ended");
         if matches!(outcome, TransitionOutcome::Applied(_)) {
             super::metrics::batch_finished(
-                record,
-                status,
+                sealed,
+                to,
                 self.execution.metrics,
                 self.clock.now_micros() / 1000,
             );
+        }
+        crash_point("before_parts_deleted");
+        self.delete_parts(tenant, &id).await;
+        Ok(())
+    }
+
+    /// The parts of a segment that will never be referenced.
+    async fn delete_blobs(&self, segment: &Segment) {
+        for part in [&segment.output_part, &segment.error_part]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(error) = self.blobs.delete(part).await {
+                tracing::warn!(part, error = %crate::api::error::ErrorChain(&error), "could not delete an unused part");
+            }
         }
     }
 
@@ -478,22 +523,13 @@ impl Worker {
             return Ok(());
         };
         crash_point("finish_cancel_after_seal");
-        let Some(patch) = self.assemble(&sealed, None).await? else {
-            return Ok(());
-        };
-        crash_point("finish_cancel_before_cancelled");
-        let done = Transition {
-            patch,
-            ..Transition::finish_cancel(self.clock.now_secs())
-        };
-        let outcome = self
-            .batches
-            .transition(tenant, id, done, self.clock.now_secs())
-            .await?;
-        tracing::info!(batch_id = %id, %tenant, ?outcome, "finish cancel");
-        self.emit_metrics(&sealed, BatchStatus::Cancelled, &outcome);
-        self.delete_parts(tenant, id).await;
-        Ok(())
+        self.end_batch(
+            &sealed,
+            BatchStatus::Cancelling,
+            BatchStatus::Cancelled,
+            None,
+        )
+        .await
     }
 
     /// Joins the committed parts, in input order, into the output and error
@@ -701,25 +737,13 @@ impl Worker {
         let Some(sealed) = self.batches.seal(tenant, id, now).await? else {
             return Ok(());
         };
-        let Some(patch) = self.assemble(&sealed, Some(&input)).await? else {
-            return Ok(());
-        };
-        let done = Transition {
-            patch,
-            ..Transition::new(
-                &[BatchStatus::InProgress],
-                BatchStatus::Expired,
-                self.clock.now_secs(),
-            )
-        };
-        let outcome = self
-            .batches
-            .transition(tenant, id, done, self.clock.now_secs())
-            .await?;
-        tracing::info!(batch_id = %id, %tenant, ?outcome, "batch expired");
-        self.emit_metrics(&sealed, BatchStatus::Expired, &outcome);
-        self.delete_parts(tenant, id).await;
-        Ok(())
+        self.end_batch(
+            &sealed,
+            BatchStatus::InProgress,
+            BatchStatus::Expired,
+            Some(&input),
+        )
+        .await
     }
 
     /// A running batch whose input vanished cannot finish: `failed`.
