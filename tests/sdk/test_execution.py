@@ -42,3 +42,21 @@ def test_given_a_batch_whose_every_line_fails_then_it_completes_without_an_outpu
     done = wait_for_status(client, batch.id, {"completed"})
     assert done.output_file_id is None
     assert [line["custom_id"] for line in _lines(client, done.error_file_id)] == ["f0", "f1", "f2"]
+
+
+def test_given_each_endpoint_when_batched_then_the_output_bodies_are_that_endpoints_objects(server):
+    client = server.client()
+    cases = [
+        ("/v1/completions", {"model": "fake-model", "prompt": "hi"}, "text_completion"),
+        ("/v1/embeddings", {"model": "fake-embed", "input": ["a", "b"]}, "list"),
+        ("/v1/responses", {"model": "fake-model", "input": "hi"}, "response"),
+    ]
+    for endpoint, body, kind in cases:
+        line = json.dumps({"custom_id": "x", "method": "POST", "url": endpoint, "body": body})
+
+        batch = create(client, input_file_id=upload_input(client, [line]), endpoint=endpoint)
+
+        done = wait_for_status(client, batch.id, {"completed"})
+        assert (done.request_counts.total, done.request_counts.completed) == (1, 1), endpoint
+        output = _lines(client, done.output_file_id)
+        assert output[0]["response"]["body"]["object"] == kind, endpoint
