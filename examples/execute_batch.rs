@@ -151,6 +151,7 @@ async fn ours(upstream: UpstreamClient, args: &Args) -> Result<u64, Box<dyn std:
                 purge_at: now + 86_400,
                 segments: Default::default(),
                 sealed: false,
+                max_concurrency: None,
             },
             now,
         )

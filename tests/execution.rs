@@ -497,6 +497,34 @@ async fn given_50000_lines_then_many_shards_complete_them_each_once_in_order() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_batch_with_its_own_max_concurrency_then_no_more_lines_are_in_flight() {
+    let fake = FakeConfig {
+        latency: Duration::from_millis(20),
+        ..FakeConfig::default()
+    };
+    let mut run = run(Backend::Embedded, fake, execution(1 << 20, 64)).await;
+    let lines: Vec<String> = (0..20)
+        .map(|i| chat_line(&format!("m{i}"), json!({})))
+        .collect();
+    let file = run
+        .app
+        .upload_file("batch", "in.jsonl", (lines.join("\n") + "\n").as_bytes())
+        .await;
+    let mut create = create_body(file.body["id"].as_str().expect("file"));
+    create["max_concurrency"] = json!(2);
+    let id = run.app.create(&create).await.id();
+
+    run.drain(1).await;
+
+    assert_eq!(run.batch(&id).await["status"], "completed");
+    let peak = run.upstream.stats().max_in_flight;
+    assert!(
+        (1..=2).contains(&peak),
+        "at most 2 lines in flight, saw {peak}"
+    );
+}
+
 #[tokio::test]
 async fn defaults_are_documented_values() {
     let config = Config::from_lookup(|_| None).expect("config");

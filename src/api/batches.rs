@@ -43,6 +43,7 @@ pub async fn create(
         purge_at: created_at + state.retention_secs,
         segments: Default::default(),
         sealed: false,
+        max_concurrency: request.max_concurrency,
         tenant,
     };
     match state.batches.create(&record, created_at).await? {

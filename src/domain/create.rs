@@ -61,7 +61,13 @@ pub struct CreateBatch {
     /// The body's `idempotency_key` (the llama-stack convention), unvalidated;
     /// the API reconciles it with the `Idempotency-Key` header.
     pub idempotency_key: Option<String>,
+    /// An extension (sent with the SDK's `extra_body`): at most this many of the
+    /// batch's lines in flight per shard, below the service-wide limit.
+    pub max_concurrency: Option<u32>,
 }
+
+/// The bounds of `max_concurrency`.
+pub const MAX_CONCURRENCY: std::ops::RangeInclusive<i64> = 1..=1024;
 
 // Limits from OpenAI's `Metadata` and `BatchFileExpirationAfter` schemas.
 pub const MAX_METADATA_PAIRS: usize = 16;
@@ -71,13 +77,14 @@ pub const OUTPUT_EXPIRY_SECONDS: std::ops::RangeInclusive<i64> = 3600..=2_592_00
 /// Generous for file ids, small enough to keep storage keys and items tiny.
 pub const MAX_INPUT_FILE_ID_CHARS: usize = 256;
 
-const KNOWN_FIELDS: [&str; 6] = [
+const KNOWN_FIELDS: [&str; 7] = [
     "input_file_id",
     "endpoint",
     "completion_window",
     "metadata",
     "output_expires_after",
     "idempotency_key",
+    "max_concurrency",
 ];
 
 impl CreateBatch {
@@ -154,8 +161,33 @@ impl CreateBatch {
             idempotency_key: optional(&mut fields, "idempotency_key")
                 .map(|v| into_string(v, "idempotency_key"))
                 .transpose()?,
+            max_concurrency: optional(&mut fields, "max_concurrency")
+                .map(parse_max_concurrency)
+                .transpose()?,
         })
     }
+}
+
+fn parse_max_concurrency(value: Value) -> Result<u32, ValidationError> {
+    const PARAM: &str = "max_concurrency";
+    let Some(n) = value.as_i64() else {
+        return Err(ValidationError::invalid_type(
+            PARAM,
+            "an integer",
+            JsonKind::of(&value),
+        ));
+    };
+    if !MAX_CONCURRENCY.contains(&n) {
+        return Err(ValidationError::invalid_value(
+            PARAM,
+            format!(
+                "Invalid 'max_concurrency': expected an integer from {} to {}, but got {n}.",
+                MAX_CONCURRENCY.start(),
+                MAX_CONCURRENCY.end()
+            ),
+        ));
+    }
+    Ok(u32::try_from(n).unwrap_or(1))
 }
 
 impl CreateBatch {
@@ -498,6 +530,21 @@ mod tests {
                 "invalid_type",
             ),
             (with("surprise", json!(1)), "surprise", "unknown_parameter"),
+            (
+                with("max_concurrency", json!(0)),
+                "max_concurrency",
+                "invalid_value",
+            ),
+            (
+                with("max_concurrency", json!(1025)),
+                "max_concurrency",
+                "invalid_value",
+            ),
+            (
+                with("max_concurrency", json!("8")),
+                "max_concurrency",
+                "invalid_type",
+            ),
         ];
         for (body, param, code) in cases {
             let err = parse(body.clone()).unwrap_err();

@@ -123,6 +123,9 @@ impl Fingerprint {
             completion_window: &'a str,
             metadata: Option<&'a BTreeMap<String, String>>,
             output_expires_after: Option<(&'a str, i64)>,
+            // Left out when absent, so fingerprints of batches without it stay as they were.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            max_concurrency: Option<u32>,
         }
         let canonical = Canonical {
             version: 1,
@@ -134,6 +137,7 @@ impl Fingerprint {
                 .output_expires_after
                 .as_ref()
                 .map(|o| (o.anchor.as_str(), o.seconds)),
+            max_concurrency: request.max_concurrency,
         };
         // Serializing a struct of strings, numbers and a BTreeMap cannot fail.
         let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
@@ -167,6 +171,7 @@ mod tests {
             }),
             output_expires_after: None,
             idempotency_key: None,
+            max_concurrency: None,
         }
     }
 
@@ -201,6 +206,10 @@ mod tests {
                 ..base.clone()
             },
             request(Some(&[("a", "1")])),
+            CreateBatch {
+                max_concurrency: Some(4),
+                ..base.clone()
+            },
         ];
         for variant in variants {
             assert_ne!(Fingerprint::of(&base), Fingerprint::of(&variant));

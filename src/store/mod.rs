@@ -36,6 +36,9 @@ pub struct BatchRecord {
     /// Set once results are being assembled: no segment commits after it.
     #[serde(default)]
     pub sealed: bool,
+    /// The batch's own cap on lines in flight per shard (`max_concurrency`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
 }
 
 /// One segment's results, committed in one conditional write together with

@@ -202,6 +202,11 @@ impl Worker {
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = self.watch_for_cancel(record, Arc::clone(&stop));
         let line_deadline = deadline.map(|d| d - FINISH_MARGIN / 2);
+        let concurrency = record
+            .max_concurrency
+            .map_or(self.execution.concurrency, |own| {
+                self.execution.concurrency.min(own as usize)
+            });
         // Boxed, so the futures are plainly Send to the runtime's spawner.
         let runs: Vec<futures_util::future::BoxFuture<'_, Option<Execution>>> = lines
             .iter()
@@ -227,10 +232,8 @@ impl Worker {
                 .boxed()
             })
             .collect();
-        let results: Vec<Option<Execution>> = stream::iter(runs)
-            .buffered(self.execution.concurrency)
-            .collect()
-            .await;
+        let results: Vec<Option<Execution>> =
+            stream::iter(runs).buffered(concurrency).collect().await;
         watcher.abort();
         crash_point("after_segment_upstream_calls");
 

@@ -84,6 +84,8 @@ struct RecordAttributes {
     segments: BTreeMap<String, Segment>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     sealed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_concurrency: Option<u32>,
 }
 
 /// A segment's key in the `segments` map: zero-padded, so it sorts as it counts.
@@ -174,6 +176,7 @@ fn to_item(record: &BatchRecord) -> Result<Item, StoreError> {
             .map(|(start, segment)| (segment_key(*start), segment.clone()))
             .collect(),
         sealed: record.sealed,
+        max_concurrency: record.max_concurrency,
     };
     let extra: Item = serde_dynamo::to_item(&attributes).map_err(corrupt)?;
     item.extend(extra);
@@ -215,6 +218,7 @@ fn from_item(item: Item) -> Result<BatchRecord, StoreError> {
         purge_at: attributes.purge_at,
         segments,
         sealed: attributes.sealed,
+        max_concurrency: attributes.max_concurrency,
     })
 }
 
