@@ -140,6 +140,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("embedded store worker stopped")]
     WorkerStopped(#[from] tokio::task::JoinError),
+    #[error("embedded store write failed: {0}")]
+    Write(String),
+    #[error("embedded store writer thread stopped")]
+    WriterStopped,
 }
 
 #[async_trait]

@@ -126,7 +126,7 @@ impl FileStore for EmbeddedStore {
         now_secs: i64,
     ) -> Result<Option<FileRecord>, StoreError> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
-        self.with_conn(move |conn| read_live_file(conn, &tenant, &id, now_secs))
+        self.with_reader(move |conn| read_live_file(conn, &tenant, &id, now_secs))
             .await
     }
 
@@ -140,7 +140,7 @@ impl FileStore for EmbeddedStore {
         let after = query.after.as_ref().map(|a| a.to_string());
         let purpose = query.purpose.map(|p| p.as_str());
         let (limit, order) = (query.limit, query.order);
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let cursor = match after {
                 None => None,
                 Some(after) => match read_live_file(conn, &tenant, &after, now_secs)? {
@@ -257,7 +257,7 @@ impl FileStore for EmbeddedStore {
         now_secs: i64,
     ) -> Result<Option<UploadRecord>, StoreError> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
-        self.with_conn(move |conn| read_upload(conn, &tenant, &id, now_secs))
+        self.with_reader(move |conn| read_upload(conn, &tenant, &id, now_secs))
             .await
     }
 
@@ -272,7 +272,7 @@ impl FileStore for EmbeddedStore {
         self.with_conn(move |conn| {
             // Read and write in one transaction under the connection lock: the
             // check of the status and the write cannot be separated.
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             let Some(mut record) = read_upload(&tx, &tenant, &id, now_secs)? else {
                 return Ok(UploadOutcome::NotFound);
             };
