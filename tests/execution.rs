@@ -525,6 +525,45 @@ async fn given_a_batch_with_its_own_max_concurrency_then_no_more_lines_are_in_fl
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_an_invocation_near_its_deadline_then_the_shard_is_handed_back_untouched() {
+    let mut run = run(
+        Backend::Embedded,
+        FakeConfig::default(),
+        execution(1 << 20, 64),
+    )
+    .await;
+    let lines: Vec<String> = (0..5)
+        .map(|i| chat_line(&format!("d{i}"), json!({})))
+        .collect();
+    let id = run.create(&lines).await;
+    let validate = run.items.try_recv().expect("validation announced");
+    run.worker.handle(&validate).await.expect("validate");
+    let shard = run.items.try_recv().expect("a shard");
+    let before = run.upstream.stats().requests; // the validation's model list
+
+    // Five seconds left: less than the margin kept for writing and committing.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    run.worker
+        .handle_until(&shard, Some(deadline))
+        .await
+        .expect("shard");
+
+    assert_eq!(run.upstream.stats().requests, before, "no line was started");
+    assert_eq!(
+        run.items.try_recv().ok(),
+        Some(shard),
+        "the shard went back to the queue"
+    );
+    assert_eq!(run.batch(&id).await["request_counts"]["completed"], 0);
+    run.drain(1).await;
+    assert_eq!(
+        run.batch(&id).await["status"],
+        "completed",
+        "a later invocation finishes it"
+    );
+}
+
 #[tokio::test]
 async fn defaults_are_documented_values() {
     let config = Config::from_lookup(|_| None).expect("config");
