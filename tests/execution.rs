@@ -550,12 +550,16 @@ async fn given_an_invocation_near_its_deadline_then_the_shard_is_handed_back_unt
         .expect("shard");
 
     assert_eq!(run.upstream.stats().requests, before, "no line was started");
-    assert_eq!(
-        run.items.try_recv().ok(),
-        Some(shard),
-        "the shard went back to the queue"
-    );
+    let handed_back = run
+        .items
+        .try_recv()
+        .expect("the shard went back to the queue");
+    assert_eq!(handed_back, shard);
     assert_eq!(run.batch(&id).await["request_counts"]["completed"], 0);
+    run.worker
+        .handle(&handed_back)
+        .await
+        .expect("a later invocation");
     run.drain(1).await;
     assert_eq!(
         run.batch(&id).await["status"],
