@@ -123,6 +123,44 @@ impl DynamoStore {
         ])
     }
 
+    /// Sends a conditional UpdateItem. When the condition fails, the record as
+    /// it stands comes back: from the failure itself (DynamoDB, moto), or from
+    /// one strongly consistent read where the server does not return it (dynalite).
+    async fn conditional_update(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        request: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+        now_secs: i64,
+    ) -> Result<Conditional, StoreError> {
+        let result = request
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let old = match result {
+            Ok(output) => return Ok(Conditional::Applied(output.attributes.unwrap_or_default())),
+            Err(SdkError::ServiceError(failure)) => match failure.into_err() {
+                UpdateItemError::ConditionalCheckFailedException(e) => e.item,
+                other => {
+                    return Err(StoreError::DynamoDb {
+                        operation: "UpdateItem",
+                        source: Box::new(aws_sdk_dynamodb::Error::from(other)),
+                    })
+                }
+            },
+            Err(other) => return Err(dynamo_error("UpdateItem", other)),
+        };
+        let current = match old {
+            Some(item) => live_record(Some(item), now_secs)?,
+            None => {
+                self.get_item(tenant.as_str(), id.as_str(), now_secs)
+                    .await?
+            }
+        };
+        Ok(Conditional::Failed(current.map(Box::new)))
+    }
+
     async fn get_item(
         &self,
         tenant: &str,
@@ -241,6 +279,13 @@ fn number_u64(value: u64) -> AttributeValue {
 
 fn number(value: i64) -> AttributeValue {
     AttributeValue::N(value.to_string())
+}
+
+/// What a conditional update found: the item as written, or the live record
+/// as it stands after the condition failed (`None`: absent or purged).
+enum Conditional {
+    Applied(Item),
+    Failed(Option<Box<BatchRecord>>),
 }
 
 /// The conditional-write fallbacks re-read at most this often before giving up;
@@ -448,53 +493,32 @@ impl BatchStore for DynamoStore {
             allowed.join(", ")
         );
 
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
+            .update_expression(update.as_str())
+            .condition_expression(&condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values));
         for _ in 0..MAX_ATTEMPTS {
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
-                .update_expression(update.as_str())
-                .condition_expression(&condition)
-                .set_expression_attribute_names(Some(names.clone()))
-                .set_expression_attribute_values(Some(values.clone()))
-                .return_values(ReturnValue::AllNew)
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .send()
-                .await;
-            let returned = match result {
-                Ok(output) => {
-                    let item = output.attributes.unwrap_or_default();
-                    return Ok(TransitionOutcome::Applied(Box::new(from_item(item)?.batch)));
+            match self
+                .conditional_update(tenant, id, request.clone(), now_secs)
+                .await?
+            {
+                Conditional::Applied(item) => {
+                    return Ok(TransitionOutcome::Applied(Box::new(from_item(item)?.batch)))
                 }
-                Err(SdkError::ServiceError(failure)) => match failure.into_err() {
-                    UpdateItemError::ConditionalCheckFailedException(e) => e.item,
-                    other => {
-                        return Err(StoreError::DynamoDb {
-                            operation: "UpdateItem",
-                            source: Box::new(aws_sdk_dynamodb::Error::from(other)),
-                        })
-                    }
-                },
-                Err(other) => return Err(dynamo_error("UpdateItem", other)),
-            };
-            let current = match returned {
-                Some(item) => live_record(Some(item), now_secs)?,
-                None => {
-                    self.get_item(tenant.as_str(), id.as_str(), now_secs)
-                        .await?
-                }
-            };
-            match current {
-                None => return Ok(TransitionOutcome::NotFound),
+                Conditional::Failed(None) => return Ok(TransitionOutcome::NotFound),
                 // Without the old item (dynalite) the re-read may show a status that
                 // changed after the failed write; only a refusal it explains counts.
-                Some(record) if !transition.from.contains(&record.batch.status) => {
+                Conditional::Failed(Some(record))
+                    if !transition.from.contains(&record.batch.status) =>
+                {
                     return Ok(TransitionOutcome::Refused(Box::new(record.batch)))
                 }
-                Some(_) => continue,
+                Conditional::Failed(Some(_)) => continue,
             }
         }
         Err(StoreError::Corrupt(format!(
@@ -562,56 +586,35 @@ impl BatchStore for DynamoStore {
         let condition = "attribute_exists(id) AND purge_at > :now \
             AND #status IN (:in_progress, :cancelling) AND attribute_not_exists(#sealed) \
             AND attribute_not_exists(#segments.#start)";
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values));
         for _ in 0..MAX_ATTEMPTS {
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
-                .update_expression(update)
-                .condition_expression(condition)
-                .set_expression_attribute_names(Some(names.clone()))
-                .set_expression_attribute_values(Some(values.clone()))
-                .return_values(ReturnValue::AllNew)
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .send()
-                .await;
-            let returned = match result {
-                Ok(output) => {
-                    let record = from_item(output.attributes.unwrap_or_default())?;
-                    return Ok(CommitOutcome::Committed(Box::new(record)));
+            match self
+                .conditional_update(tenant, id, request.clone(), now_secs)
+                .await?
+            {
+                Conditional::Applied(item) => {
+                    return Ok(CommitOutcome::Committed(Box::new(from_item(item)?)))
                 }
-                Err(SdkError::ServiceError(failure)) => match failure.into_err() {
-                    UpdateItemError::ConditionalCheckFailedException(e) => e.item,
-                    other => {
-                        return Err(StoreError::DynamoDb {
-                            operation: "UpdateItem",
-                            source: Box::new(aws_sdk_dynamodb::Error::from(other)),
-                        })
-                    }
-                },
-                Err(other) => return Err(dynamo_error("UpdateItem", other)),
-            };
-            let current = match returned {
-                Some(item) => live_record(Some(item), now_secs)?,
-                None => {
-                    self.get_item(tenant.as_str(), id.as_str(), now_secs)
-                        .await?
+                Conditional::Failed(None) => return Ok(CommitOutcome::NotFound),
+                Conditional::Failed(Some(record))
+                    if record.segments.contains_key(&commit.start) =>
+                {
+                    return Ok(CommitOutcome::AlreadyCommitted(record))
                 }
-            };
-            match current {
-                None => return Ok(CommitOutcome::NotFound),
-                Some(record) if record.segments.contains_key(&commit.start) => {
-                    return Ok(CommitOutcome::AlreadyCommitted(Box::new(record)))
-                }
-                Some(record) if !record.accepts_results() => {
-                    return Ok(CommitOutcome::Closed(Box::new(record)))
+                Conditional::Failed(Some(record)) if !record.accepts_results() => {
+                    return Ok(CommitOutcome::Closed(record))
                 }
                 // Without the old item (dynalite) the re-read may show a state that
                 // changed after the failed write: try again.
-                Some(_) => continue,
+                Conditional::Failed(Some(_)) => continue,
             }
         }
         Err(StoreError::Corrupt(format!(
