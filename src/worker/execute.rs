@@ -109,13 +109,7 @@ impl Worker {
             return Ok(());
         }
         let Some(input) = self.input_of(&record, now).await? else {
-            return self
-                .fail_running(
-                    tenant,
-                    id,
-                    "The input file was deleted while the batch ran.",
-                )
-                .await;
+            return self.fail_input_deleted(tenant, id).await;
         };
         // Lines stop at the batch's expiry as at the invocation's end.
         let expiry = record
@@ -729,13 +723,7 @@ impl Worker {
             return Ok(());
         }
         let Some(input) = self.input_of(&record, now).await? else {
-            return self
-                .fail_running(
-                    tenant,
-                    id,
-                    "The input file was deleted while the batch ran.",
-                )
-                .await;
+            return self.fail_input_deleted(tenant, id).await;
         };
         let Some(sealed) = self.batches.seal(tenant, id, now).await? else {
             return Ok(());
@@ -750,18 +738,13 @@ impl Worker {
     }
 
     /// A running batch whose input vanished cannot finish: `failed`.
-    async fn fail_running(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        message: &str,
-    ) -> Result<(), WorkerError> {
+    async fn fail_input_deleted(&self, tenant: &TenantId, id: &BatchId) -> Result<(), WorkerError> {
         let now = self.clock.now_secs();
         let errors = BatchErrors {
             object: "list".into(),
             data: vec![BatchError {
                 code: "invalid_request".into(),
-                message: message.into(),
+                message: "The input file was deleted while the batch ran.".into(),
                 param: Some("input_file_id".into()),
                 line: None,
             }],
@@ -788,13 +771,7 @@ impl Worker {
             return Ok(());
         };
         let Some(input) = self.input_of(&record, now).await? else {
-            return self
-                .fail_running(
-                    tenant,
-                    id,
-                    "The input file was deleted while the batch ran.",
-                )
-                .await;
+            return self.fail_input_deleted(tenant, id).await;
         };
         let counts = record.batch.request_counts;
         if counts.completed + counts.failed >= counts.total || is_expired(&record, now) {
