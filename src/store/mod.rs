@@ -119,6 +119,18 @@ pub enum TransitionOutcome {
     NotFound,
 }
 
+impl TransitionOutcome {
+    /// What happened, for logs: the batch itself holds user metadata, which
+    /// stays out of them.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Applied(_) => "applied",
+            Self::Refused(_) => "refused",
+            Self::NotFound => "not_found",
+        }
+    }
+}
+
 /// A batch the reconciler found waiting too long in a non-terminal status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StuckBatch {

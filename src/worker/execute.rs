@@ -467,7 +467,7 @@ impl Worker {
             ..Transition::new(from, to, now)
         };
         let outcome = self.batches.transition(tenant, &id, done, now).await?;
-        tracing::info!(batch_id = %id, %tenant, status = %to, ?outcome, "batch ended");
+        tracing::info!(batch_id = %id, %tenant, status = %to, outcome = outcome.label(), "batch ended");
         if matches!(outcome, TransitionOutcome::Applied(_)) {
             super::metrics::batch_finished(
                 sealed,

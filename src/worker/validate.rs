@@ -102,7 +102,7 @@ impl Worker {
                 crate::fault::crash_point("validate_before_in_progress");
                 let transition = Transition::start(now, report.requests, report.model);
                 let outcome = self.batches.transition(tenant, id, transition, now).await?;
-                tracing::info!(batch_id = %id, %tenant, requests = report.requests, ?outcome, "validation passed");
+                tracing::info!(batch_id = %id, %tenant, requests = report.requests, outcome = outcome.label(), "validation passed");
                 if matches!(outcome, TransitionOutcome::Applied(_)) {
                     // A crash before this is healed by the reconciler (stuck in_progress).
                     self.start_execution(tenant, id, input_bytes, report.requests)
@@ -125,7 +125,7 @@ impl Worker {
             .batches
             .transition(tenant, id, Transition::fail_validation(now, errors), now)
             .await?;
-        tracing::info!(batch_id = %id, %tenant, errors = count, ?outcome, "validation failed");
+        tracing::info!(batch_id = %id, %tenant, errors = count, outcome = outcome.label(), "validation failed");
         Ok(())
     }
 }
