@@ -103,6 +103,7 @@ pub fn api_state(config: &Config, stores: &Stores, work: Option<Arc<dyn WorkQueu
             inline_content_max_bytes: config.inline_content_max_bytes,
             ..api::FileSettings::default()
         },
+        max_in_flight_requests: config.max_in_flight_requests,
     }
 }
 

@@ -21,12 +21,15 @@
 //! | `BATCHES_SHARD_BYTES`    | `4194304`           | input bytes per shard (the unit of work on the queue) |
 //! | `BATCHES_SEGMENT_LINES`  | `256`               | lines per committed segment (the unit of progress and of crash recovery) |
 //! | `BATCHES_METRICS_FORMAT` | `log`               | per-batch metrics as a log event, or `emf` (CloudWatch embedded metric format) |
+//! | `BATCHES_MAX_IN_FLIGHT_REQUESTS` | `256`       | API requests handled at once per process; more are shed at once with a 503 |
+//! | `BATCHES_MAX_BATCHES_IN_FLIGHT` | `0` (unlimited) | per tenant: batches not yet completed, failed, expired or cancelled; more is a 429 |
+//! | `BATCHES_MAX_ENQUEUED_LINES` | `0` (unlimited) | per tenant: request lines of the batches in flight; a batch that would exceed it fails validation |
 //! | `RUST_LOG`               | `info`              | log filter |
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::domain::TenantId;
+use crate::domain::{Quotas, TenantId};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -44,7 +47,14 @@ pub struct Config {
     /// with a redirect to a presigned S3 URL above it.
     pub inline_content_max_bytes: u64,
     pub execution: ExecutionConfig,
+    /// API requests handled at once; the excess is shed with a 503.
+    pub max_in_flight_requests: usize,
+    pub quotas: Quotas,
 }
+
+/// The local server's default cap on requests in flight. (A Lambda instance
+/// handles one request at a time, so there it never binds.)
+pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 256;
 
 /// How batches run: shard and segment sizes, concurrency, retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,7 +247,32 @@ impl Config {
             DEFAULT_INLINE_CONTENT_MAX_BYTES,
             0..=(1 << 40),
         )?;
+        let max_in_flight_requests = number(
+            &get,
+            "BATCHES_MAX_IN_FLIGHT_REQUESTS",
+            DEFAULT_MAX_IN_FLIGHT_REQUESTS,
+            1..=1_000_000,
+        )?;
+        // 0 (the default) is unlimited: no usage is kept and quotas cost nothing.
+        let quotas = Quotas {
+            max_batches_in_flight: Some(number(
+                &get,
+                "BATCHES_MAX_BATCHES_IN_FLIGHT",
+                0,
+                0..=100_000,
+            )?)
+            .filter(|&n| n > 0),
+            max_enqueued_lines: Some(number(
+                &get,
+                "BATCHES_MAX_ENQUEUED_LINES",
+                0,
+                0..=1_000_000_000_000,
+            )?)
+            .filter(|&n| n > 0),
+        };
         Ok(Self {
+            max_in_flight_requests,
+            quotas,
             host,
             port,
             data_dir,
@@ -343,6 +378,8 @@ mod tests {
         );
         assert_eq!(c.queue, QueueConfig::InProcess);
         assert_eq!(c.inline_content_max_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.max_in_flight_requests, 256);
+        assert!(c.quotas.is_unlimited());
         assert_eq!(c.upstream.base_url, "http://127.0.0.1:11434/v1");
         assert_eq!(
             c.reconciler,
@@ -389,6 +426,9 @@ mod tests {
             ("UPSTREAM_BASE_URL", "ftp://x"),
             ("BATCHES_INLINE_CONTENT_MAX_BYTES", "-1"),
             ("BATCHES_INLINE_CONTENT_MAX_BYTES", "5MB"),
+            ("BATCHES_MAX_IN_FLIGHT_REQUESTS", "0"),
+            ("BATCHES_MAX_BATCHES_IN_FLIGHT", "-1"),
+            ("BATCHES_MAX_ENQUEUED_LINES", "lots"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");
@@ -399,6 +439,22 @@ mod tests {
     fn the_inline_content_limit_is_read_in_bytes() {
         let c = config(&[("BATCHES_INLINE_CONTENT_MAX_BYTES", "1048576")]).unwrap();
         assert_eq!(c.inline_content_max_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn quotas_are_read_per_tenant_and_zero_is_unlimited() {
+        let c = config(&[
+            ("BATCHES_MAX_BATCHES_IN_FLIGHT", "50"),
+            ("BATCHES_MAX_ENQUEUED_LINES", "0"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.quotas,
+            Quotas {
+                max_batches_in_flight: Some(50),
+                max_enqueued_lines: None
+            }
+        );
     }
 
     #[test]

@@ -7,9 +7,13 @@ use axum::Json;
 use serde_json::json;
 
 use crate::domain::upload::UploadStatus;
-use crate::domain::{BatchStatus, ValidationError};
+use crate::domain::{BatchStatus, QuotaExceeded, ValidationError};
 use crate::files::BlobError;
 use crate::store::StoreError;
+
+/// A quota frees up only as batches finish, which takes minutes: a client
+/// retrying sooner would only be refused again.
+pub const QUOTA_RETRY_AFTER_SECS: u64 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -39,6 +43,12 @@ pub enum ApiError {
         status: UploadStatus,
         action: &'static str,
     },
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
+    #[error("The server is handling too many requests right now. Please retry shortly.")]
+    Overloaded { retry_after_secs: u64 },
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("internal storage error")]
     Store(#[from] StoreError),
     #[error("internal blob storage error")]
@@ -59,7 +69,9 @@ impl ApiError {
             Self::IdempotencyConflict { .. }
             | Self::CannotCancel { .. }
             | Self::UploadNotPending { .. } => StatusCode::CONFLICT,
-            Self::Store(_) | Self::Blob(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) | Self::Blob(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -75,7 +87,18 @@ impl ApiError {
             Self::CannotCancel { .. } | Self::UploadNotPending { .. } => Some("invalid_status"),
             // OpenAI's answer for an unknown file names the parameter, not a code.
             Self::FileNotFound(_) | Self::UploadNotFound(_) => None,
-            Self::Store(_) | Self::Blob(_) => None,
+            Self::Quota(quota) => Some(quota.code()),
+            Self::Overloaded { .. } => Some("server_overloaded"),
+            Self::Store(_) | Self::Blob(_) | Self::Internal(_) => None,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, sent as `retry-after`.
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::Quota(_) => Some(QUOTA_RETRY_AFTER_SECS),
+            Self::Overloaded { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
         }
     }
 }
@@ -99,6 +122,16 @@ impl IntoResponse for ApiError {
                     "The server had an error while processing your request.".to_string(),
                 )
             }
+            Self::Internal(cause) => {
+                tracing::error!(error = %cause, "request failed");
+                (
+                    "server_error",
+                    "The server had an error while processing your request.".to_string(),
+                )
+            }
+            // OpenAI's rate-limit errors are typed by what ran out: `requests`.
+            Self::Quota(quota) => ("requests", quota.to_string()),
+            Self::Overloaded { .. } => ("server_error", self.to_string()),
             other => ("invalid_request_error", other.to_string()),
         };
         let param = match &self {
@@ -113,6 +146,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        if let Some(secs) = self.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
         }
         response
     }

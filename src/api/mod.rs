@@ -10,10 +10,15 @@ pub mod uploads;
 
 use std::sync::Arc;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::routing::{get, post};
-use axum::{middleware, Json, Router};
+use axum::{middleware, BoxError, Json, Router};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::error::Overloaded;
+use tower::load_shed::LoadShedLayer;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use auth::Authenticator;
@@ -42,6 +47,8 @@ pub struct AppState {
     /// How long a batch record, and with it its idempotency key, is kept.
     pub retention_secs: i64,
     pub file_settings: FileSettings,
+    /// API requests handled at once; the excess is shed with a 503, not queued.
+    pub max_in_flight_requests: usize,
 }
 
 /// How the file endpoints treat content.
@@ -63,17 +70,34 @@ impl Default for FileSettings {
     }
 }
 
-/// A create body is at most ~10 KB (16 metadata pairs of 64 + 512 characters);
-/// anything far beyond is a mistake or an attack.
+/// The body limit of every JSON route (`POST /v1/batches`, `POST /v1/uploads`,
+/// `POST /v1/uploads/{id}/complete`). A create body is at most ~10 KB (16
+/// metadata pairs of 64 + 512 characters) and a `complete` with 1,000 part ids
+/// ~40 KB: anything far beyond is a mistake or an attack. Routes without a
+/// body (GET, DELETE, the cancels) never read one.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// How long a shed client should wait before trying again.
+pub const OVERLOADED_RETRY_AFTER_SECS: u64 = 1;
+
+/// The routes and their body limits (README, "Limits"): JSON routes take
+/// `MAX_BODY_BYTES` from the default layer; the two that stream bytes have
+/// their own. Every route shares one cap on requests in flight, and a request
+/// over it is answered 503 at once rather than queued: queueing would only
+/// turn overload into timeouts.
 pub fn router(state: AppState) -> Router {
+    let shed_excess = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(shed_response))
+        .layer(LoadShedLayer::new())
+        // Global: `Router::route_layer` layers each route on its own, and the
+        // cap is for all of them together.
+        .layer(GlobalConcurrencyLimitLayer::new(
+            state.max_in_flight_requests.max(1),
+        ));
     let api = Router::new()
         .route("/v1/batches", post(batches::create).get(batches::list))
         .route("/v1/batches/{batch_id}", get(batches::retrieve))
         .route("/v1/batches/{batch_id}/cancel", post(batches::cancel))
-        // Uploads stream through their own, larger body limits; every other
-        // route keeps the 64 KiB one.
         .route(
             "/v1/files",
             post(files::create)
@@ -95,7 +119,9 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
-        ));
+        ))
+        // Outside authentication: a shed request costs nothing more.
+        .route_layer(shed_excess);
     Router::new()
         .merge(api)
         .route("/health", get(health))
@@ -104,6 +130,17 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(extract::panic_response))
         .with_state(state)
+}
+
+/// The load shedder's answer; it is the only error that layer stack makes.
+async fn shed_response(error: BoxError) -> ApiError {
+    if error.is::<Overloaded>() {
+        ApiError::Overloaded {
+            retry_after_secs: OVERLOADED_RETRY_AFTER_SECS,
+        }
+    } else {
+        ApiError::Internal(error.to_string())
+    }
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -8,6 +8,7 @@ pub mod execution;
 pub mod file;
 pub mod idempotency;
 pub mod jsonl;
+pub mod quota;
 pub mod tenant;
 pub mod upload;
 pub mod validation;
@@ -18,5 +19,6 @@ pub use batch::{
 pub use create::{CreateBatch, Endpoint, OutputExpiresAfter};
 pub use file::{FileId, FileObject, FilePurpose};
 pub use idempotency::{Fingerprint, IdempotencyKey};
+pub use quota::{QuotaExceeded, Quotas};
 pub use tenant::TenantId;
 pub use validation::ValidationError;

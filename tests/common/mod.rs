@@ -174,8 +174,20 @@ impl TestApp {
         work: Option<Arc<dyn WorkQueue>>,
         file_settings: FileSettings,
     ) -> Self {
+        Self::with_state(stores, auth, work, |state| {
+            state.file_settings = file_settings
+        })
+    }
+
+    /// An app over `stores` whose state `adjust` changes first (limits, settings).
+    pub fn with_state(
+        stores: TestStores,
+        auth: AuthConfig,
+        work: Option<Arc<dyn WorkQueue>>,
+        adjust: impl FnOnce(&mut AppState),
+    ) -> Self {
         let clock = Arc::new(ManualClock::starting_at_ms(START_MS));
-        let router = api::router(AppState {
+        let mut state = AppState {
             batches: Arc::clone(&stores.batches),
             files: Arc::clone(&stores.files),
             blobs: Arc::clone(&stores.blobs),
@@ -183,10 +195,12 @@ impl TestApp {
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
             auth: Arc::new(Authenticator::new(&auth)),
             retention_secs: RETENTION_SECS,
-            file_settings,
-        });
+            file_settings: FileSettings::default(),
+            max_in_flight_requests: lambda_batches::config::DEFAULT_MAX_IN_FLIGHT_REQUESTS,
+        };
+        adjust(&mut state);
         Self {
-            router,
+            router: api::router(state),
             clock,
             store: stores.batches,
             files: stores.files,
