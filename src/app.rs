@@ -62,12 +62,12 @@ impl Stores {
         let aws = OnceCell::new();
         let (batches, files): (Arc<dyn BatchStore>, Arc<dyn FileStore>) = match &config.storage {
             Storage::Embedded { data_dir } => {
-                let store = Arc::new(EmbeddedStore::open(data_dir)?);
+                let store = Arc::new(EmbeddedStore::open(data_dir)?.with_quotas(config.quotas));
                 (store.clone(), store)
             }
             Storage::DynamoDb { table } => {
                 let sdk = aws.get_or_init(aws_config).await;
-                let store = Arc::new(DynamoStore::new(sdk, table));
+                let store = Arc::new(DynamoStore::new(sdk, table).with_quotas(config.quotas));
                 (store.clone(), store)
             }
         };

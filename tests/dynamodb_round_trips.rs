@@ -4,7 +4,10 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{create_body, with_key, Backend, TestApp};
+use common::{create_body, fresh_stores_with_quotas, with_key, Backend, TestApp};
+use lambda_batches::clock::Clock;
+use lambda_batches::config::AuthConfig;
+use lambda_batches::domain::{BatchId, Quotas, TenantId, Transition};
 
 async fn count<F: std::future::Future<Output = common::TestResponse>>(
     app: &TestApp,
@@ -72,4 +75,35 @@ async fn on_dynalite_a_failed_condition_costs_one_extra_read() {
 
     assert_eq!(replayed.headers["idempotent-replayed"], "true");
     assert_eq!((new, replay, conflict), (1, 2, 2));
+}
+
+/// Quotas cost one `UpdateItem` on the usage item per create and per batch
+/// end (and nothing at all when unlimited, as every test above shows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_moto_a_batch_quota_adds_one_request_to_create_and_to_the_terminal_transition() {
+    let quotas = Quotas {
+        max_batches_in_flight: Some(1),
+        ..Quotas::UNLIMITED
+    };
+    let stores = fresh_stores_with_quotas(Backend::Moto, quotas).await;
+    let app = TestApp::with_stores(stores, AuthConfig::Open, None);
+    let body = with_key(create_body("file-1"), "k");
+
+    let (new, created) = count(&app, app.create(&body)).await;
+    let (replay, _) = count(&app, app.create(&body)).await;
+    let (refused, refusal) = count(&app, app.create(&with_key(create_body("file-1"), "k2"))).await;
+    let (cancel, _) = count(&app, app.cancel(&created.id())).await;
+    let tenant = TenantId::default_tenant();
+    let id = BatchId::parse(&created.id()).unwrap();
+    let before = app.requests_sent();
+    let now = app.clock.now_secs();
+    app.store
+        .transition(&tenant, &id, Transition::finish_cancel(now), now)
+        .await
+        .unwrap();
+    let finish = app.requests_sent() - before;
+
+    assert_eq!(refusal.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!((new, replay, refused), (2, 2, 2));
+    assert_eq!((cancel, finish), (1, 2));
 }

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use common::{create_body, fresh_bucket, fresh_dynamo_store, Backend, TestApp, TestStores};
 use lambda_batches::clock::{Clock, ManualClock};
 use lambda_batches::config::{AuthConfig, ReconcilerConfig, UpstreamConfig};
-use lambda_batches::domain::{FileObject, FilePurpose, TenantId};
+use lambda_batches::domain::{FileObject, FilePurpose, Quotas, TenantId};
 use lambda_batches::files::local::LocalBlobStore;
 use lambda_batches::files::s3::S3BlobStore;
 use lambda_batches::files::BlobStore;
@@ -34,6 +34,7 @@ suite!(
         given_a_work_item_delivered_twice_then_the_second_changes_nothing,
         given_a_lost_announcement_then_the_reconciler_validates_the_batch,
         given_thousands_of_errors_then_the_record_keeps_1000_and_counts_the_rest,
+        given_lines_beyond_the_tenants_quota_then_the_batch_fails_with_enqueued_line_limit_exceeded,
     ]
 );
 
@@ -65,6 +66,10 @@ async fn stage(backend: Backend) -> Stage {
 }
 
 async fn stage_with(backend: Backend, upstream: UpstreamConfig) -> Stage {
+    stage_with_quotas(backend, upstream, Quotas::UNLIMITED).await
+}
+
+async fn stage_with_quotas(backend: Backend, upstream: UpstreamConfig, quotas: Quotas) -> Stage {
     let dir = tempfile::tempdir().expect("temp dir");
     let (batches, files, blobs, target, requests) = match backend {
         Backend::Embedded | Backend::Dynalite => {
@@ -72,16 +77,20 @@ async fn stage_with(backend: Backend, upstream: UpstreamConfig) -> Stage {
                 Arc::new(LocalBlobStore::open_dir(dir.path()).expect("blob dir"));
             let target = BlobTarget::Dir(dir.path().to_path_buf());
             if backend == Backend::Embedded {
-                let store = Arc::new(EmbeddedStore::in_memory().expect("store"));
+                let store = Arc::new(
+                    EmbeddedStore::in_memory()
+                        .expect("store")
+                        .with_quotas(quotas),
+                );
                 (store.clone() as _, store as _, local, target, None)
             } else {
-                let store = Arc::new(fresh_dynamo_store(backend).await);
+                let store = Arc::new(fresh_dynamo_store(backend).await.with_quotas(quotas));
                 let requests = Some(store.requests().clone());
                 (store.clone() as _, store as _, local, target, requests)
             }
         }
         Backend::Moto => {
-            let store = Arc::new(fresh_dynamo_store(backend).await);
+            let store = Arc::new(fresh_dynamo_store(backend).await.with_quotas(quotas));
             let bucket = fresh_bucket(backend).await;
             let requests = Some(store.requests().clone());
             (
@@ -205,6 +214,45 @@ fn chat_line(custom_id: &str, model: &str) -> String {
         "body": {"model": model, "messages": [{"role": "user", "content": "hi"}]},
     })
     .to_string()
+}
+
+async fn given_lines_beyond_the_tenants_quota_then_the_batch_fails_with_enqueued_line_limit_exceeded(
+    backend: Backend,
+) {
+    let quotas = Quotas {
+        max_enqueued_lines: Some(3),
+        ..Quotas::UNLIMITED
+    };
+    let mut stage = stage_with_quotas(backend, unreachable_upstream(), quotas).await;
+    let two = format!("{}\n{}\n", chat_line("a", "m"), chat_line("b", "m"));
+    let file = stage.upload(two.as_bytes()).await;
+    let first = stage.app.create(&create_body(&file)).await.id();
+    stage.drain().await;
+    assert_eq!(stage.batch(&first).await["status"], "in_progress");
+
+    // 2 + 2 lines would pass the limit of 3: the second batch fails, as
+    // OpenAI fails a batch over its enqueued token limit.
+    let second = stage.app.create(&create_body(&file)).await.id();
+    stage.drain().await;
+    let batch = stage.batch(&second).await;
+    assert_eq!(batch["status"], "failed", "{batch}");
+    let error = &batch["errors"]["data"][0];
+    assert_eq!(error["code"], "enqueued_line_limit_exceeded");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 3 lines"),
+        "{error}"
+    );
+
+    // A batch that fits alongside still runs.
+    let one = stage
+        .upload(format!("{}\n", chat_line("c", "m")).as_bytes())
+        .await;
+    let third = stage.app.create(&create_body(&one)).await.id();
+    stage.drain().await;
+    assert_eq!(stage.batch(&third).await["status"], "in_progress");
 }
 
 async fn given_a_missing_input_file_then_the_batch_fails_with_cannot_find_file(backend: Backend) {

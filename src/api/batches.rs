@@ -77,6 +77,10 @@ pub async fn create(
                 record.batch.id
             )))),
         },
+        CreateOutcome::QuotaExceeded(exceeded) => {
+            tracing::info!(tenant = %record.tenant, code = exceeded.code(), "batch refused: quota");
+            Err(exceeded.into())
+        }
     }
 }
 

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::batch::Usage;
 use crate::domain::execution::{Segment, Segments};
 use crate::domain::{
-    Batch, BatchId, BatchStatus, Fingerprint, OutputExpiresAfter, TenantId, Transition,
+    Batch, BatchId, BatchStatus, Fingerprint, OutputExpiresAfter, QuotaExceeded, TenantId,
+    Transition,
 };
 
 /// A batch as stored: the OpenAI object plus what only the service needs.
@@ -97,6 +98,9 @@ pub enum CreateOutcome {
     Created,
     /// A live record with this id already existed and was left unchanged.
     Existing(Box<BatchRecord>),
+    /// No record with this id exists, and the tenant has no room for another
+    /// batch in flight: nothing was written.
+    QuotaExceeded(QuotaExceeded),
 }
 
 /// One page of a tenant's batches, newest first.
@@ -232,4 +236,38 @@ pub trait BatchStore: Send + Sync {
         before_secs: i64,
         limit: usize,
     ) -> Result<Vec<StuckBatch>, StoreError>;
+
+    // Per-tenant quotas (`domain::quota`), kept by the store that holds the
+    // batches. With the store's quotas unlimited these cost nothing. `create`
+    // takes a batch slot in the same step as it writes (or refuses with
+    // `CreateOutcome::QuotaExceeded`); a transition to a terminal status gives
+    // the slot and the batch's lines back.
+
+    /// Reserves the `lines` request lines of a validated batch, unless they do
+    /// not fit in its tenant's enqueued-line quota. Idempotent: reserving again
+    /// for the same batch reserves nothing more.
+    async fn reserve_lines(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        lines: u64,
+        now_secs: i64,
+    ) -> Result<Result<(), QuotaExceeded>, StoreError>;
+
+    /// Gives back the batch's slot and its `lines`; a repeated release is a no-op.
+    async fn release_quota(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        lines: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Gives back what a crash between two steps left held: slots and lines
+    /// of batches that are terminal or were never written, in tenants that
+    /// have taken no slot since `idle_before_secs`. Returns how many it freed.
+    async fn repair_quotas(
+        &self,
+        idle_before_secs: i64,
+        now_secs: i64,
+    ) -> Result<usize, StoreError>;
 }

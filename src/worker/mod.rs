@@ -152,6 +152,10 @@ impl Worker {
                 redriven += 1;
             }
         }
+        let freed = self.batches.repair_quotas(before, now).await?;
+        if freed > 0 {
+            tracing::info!(freed, "reconciler gave back leaked quota");
+        }
         self.sweep_expired_files(now).await?;
         Ok(redriven)
     }

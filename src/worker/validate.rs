@@ -5,8 +5,10 @@ use tokio::io::AsyncReadExt;
 
 use super::{Worker, WorkerError};
 use crate::domain::jsonl::{InputValidator, LineSplitter, ValidationReport, MAX_FILE_BYTES};
+use crate::domain::quota::lines_over_limit_message;
 use crate::domain::{
-    BatchError, BatchErrors, BatchId, BatchStatus, Endpoint, FileId, TenantId, Transition,
+    BatchError, BatchErrors, BatchId, BatchStatus, Endpoint, FileId, QuotaExceeded, TenantId,
+    Transition,
 };
 use crate::store::TransitionOutcome;
 
@@ -99,14 +101,50 @@ impl Worker {
         match report.batch_errors() {
             Some(errors) => self.fail(tenant, id, errors).await,
             None => {
+                // Lines are known only now: reserve them before the batch runs,
+                // or fail it as OpenAI fails a batch over its enqueued token limit.
+                let lines = report.requests;
+                if let Err(exceeded) = self.batches.reserve_lines(tenant, id, lines, now).await? {
+                    let limit = match exceeded {
+                        QuotaExceeded::EnqueuedLines { limit } => limit,
+                        QuotaExceeded::BatchesInFlight { limit } => u64::from(limit),
+                    };
+                    let error = BatchError {
+                        code: exceeded.code().to_string(),
+                        message: lines_over_limit_message(lines, limit),
+                        param: None,
+                        line: None,
+                    };
+                    let errors = BatchErrors {
+                        object: "list".to_string(),
+                        data: vec![error],
+                    };
+                    return self.fail(tenant, id, errors).await;
+                }
                 crate::fault::crash_point("validate_before_in_progress");
-                let transition = Transition::start(now, report.requests, report.model);
+                let transition = Transition::start(now, lines, report.model);
                 let outcome = self.batches.transition(tenant, id, transition, now).await?;
-                tracing::info!(batch_id = %id, %tenant, requests = report.requests, outcome = outcome.label(), "validation passed");
-                if matches!(outcome, TransitionOutcome::Applied(_)) {
-                    // A crash before this is healed by the reconciler (stuck in_progress).
-                    self.start_execution(tenant, id, input_bytes, report.requests)
-                        .await?;
+                tracing::info!(batch_id = %id, %tenant, requests = lines, outcome = outcome.label(), "validation passed");
+                match outcome {
+                    TransitionOutcome::Applied(_) => {
+                        // A crash before this is healed by the reconciler (stuck in_progress).
+                        self.start_execution(tenant, id, input_bytes, lines).await?;
+                    }
+                    // Cancelled while validating: its end did not know of the lines
+                    // just reserved, so give them back here. (A batch another worker
+                    // already started keeps them.)
+                    TransitionOutcome::Refused(batch)
+                        if matches!(
+                            batch.status,
+                            BatchStatus::Cancelling | BatchStatus::Cancelled
+                        ) =>
+                    {
+                        self.batches.release_quota(tenant, id, lines).await?;
+                    }
+                    TransitionOutcome::Refused(_) => {}
+                    TransitionOutcome::NotFound => {
+                        self.batches.release_quota(tenant, id, lines).await?
+                    }
                 }
                 Ok(())
             }

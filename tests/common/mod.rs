@@ -46,7 +46,7 @@ use http_body_util::BodyExt;
 use lambda_batches::api::{self, AppState, Authenticator, FileSettings};
 use lambda_batches::clock::{Clock, ManualClock};
 use lambda_batches::config::AuthConfig;
-use lambda_batches::domain::TenantId;
+use lambda_batches::domain::{Quotas, TenantId};
 use lambda_batches::files::local::LocalBlobStore;
 use lambda_batches::files::s3::S3BlobStore;
 use lambda_batches::files::BlobStore;
@@ -327,6 +327,11 @@ pub fn with_key(mut body: Value, key: &str) -> Value {
 }
 
 pub async fn fresh_stores(backend: Backend) -> TestStores {
+    fresh_stores_with_quotas(backend, Quotas::UNLIMITED).await
+}
+
+/// Fresh storage whose batch store enforces `quotas`.
+pub async fn fresh_stores_with_quotas(backend: Backend, quotas: Quotas) -> TestStores {
     let local_blobs = || {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let blobs: Arc<dyn BlobStore> =
@@ -335,7 +340,11 @@ pub async fn fresh_stores(backend: Backend) -> TestStores {
     };
     match backend {
         Backend::Embedded => {
-            let store = Arc::new(EmbeddedStore::in_memory().expect("in-memory store"));
+            let store = Arc::new(
+                EmbeddedStore::in_memory()
+                    .expect("in-memory store")
+                    .with_quotas(quotas),
+            );
             let (blobs, dir) = local_blobs();
             TestStores {
                 batches: store.clone(),
@@ -346,7 +355,7 @@ pub async fn fresh_stores(backend: Backend) -> TestStores {
             }
         }
         Backend::Moto | Backend::Dynalite => {
-            let store = Arc::new(fresh_dynamo_store(backend).await);
+            let store = Arc::new(fresh_dynamo_store(backend).await.with_quotas(quotas));
             let counter = store.requests().clone();
             // moto serves S3 too; dynalite is DynamoDB only.
             let (blobs, dir) = if backend == Backend::Moto {

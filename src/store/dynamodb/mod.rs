@@ -24,10 +24,15 @@ use super::{
 };
 use crate::domain::execution::Segment;
 use crate::domain::{
-    Batch, BatchId, BatchStatus, Fingerprint, OutputExpiresAfter, TenantId, Transition,
+    Batch, BatchId, BatchStatus, Fingerprint, OutputExpiresAfter, QuotaExceeded, Quotas, TenantId,
+    Transition,
 };
 
 mod files;
+mod quota;
+
+use quota::Slot;
+pub use quota::USAGE_ID;
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 
@@ -68,6 +73,7 @@ pub struct DynamoStore {
     pub(super) client: Client,
     pub(super) table: String,
     requests: RequestCounter,
+    quotas: Quotas,
 }
 
 /// The attributes a record stores beside the Batch object's own fields.
@@ -104,7 +110,14 @@ impl DynamoStore {
             client: Client::from_conf(config),
             table: table.into(),
             requests,
+            quotas: Quotas::UNLIMITED,
         }
+    }
+
+    /// The same store, enforcing `quotas` (see `quota.rs`).
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     /// DynamoDB requests sent so far by this store.
@@ -159,6 +172,62 @@ impl DynamoStore {
             }
         };
         Ok(Conditional::Failed(current.map(Box::new)))
+    }
+
+    /// Writes `record` unless a live one with its id exists: one conditional
+    /// `PutItem` decides create versus replay.
+    async fn put_new(
+        &self,
+        record: &BatchRecord,
+        now_secs: i64,
+    ) -> Result<CreateOutcome, StoreError> {
+        let item = to_item(record)?;
+        for _ in 0..MAX_ATTEMPTS {
+            // One conditional put decides create versus replay atomically. A purged
+            // record (past its TTL but not yet deleted) may be taken over.
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(id) OR purge_at <= :now")
+                .expression_attribute_values(":now", number(now_secs))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let returned = match result {
+                Ok(_) => return Ok(CreateOutcome::Created),
+                Err(SdkError::ServiceError(failure)) => match failure.into_err() {
+                    PutItemError::ConditionalCheckFailedException(e) => e.item,
+                    other => {
+                        return Err(StoreError::DynamoDb {
+                            operation: "PutItem",
+                            source: Box::new(aws_sdk_dynamodb::Error::from(other)),
+                        })
+                    }
+                },
+                Err(other) => return Err(dynamo_error("PutItem", other)),
+            };
+            // DynamoDB and moto return the winner with the failure; dynalite does
+            // not, so read it once, strongly consistent.
+            let existing = match returned {
+                Some(item) => Some(from_item(item)?),
+                None => {
+                    self.get_item(record.tenant.as_str(), &record.batch.id, now_secs)
+                        .await?
+                }
+            };
+            if let Some(existing) = existing {
+                return Ok(CreateOutcome::Existing(Box::new(existing)));
+            }
+            // The blocking record vanished (purged) in between: try the put again.
+        }
+        Err(StoreError::Corrupt(format!(
+            "batch {} kept changing during create",
+            record.batch.id
+        )))
     }
 
     async fn get_item(
@@ -299,53 +368,71 @@ impl BatchStore for DynamoStore {
         record: &BatchRecord,
         now_secs: i64,
     ) -> Result<CreateOutcome, StoreError> {
-        let item = to_item(record)?;
-        for _ in 0..MAX_ATTEMPTS {
-            // One conditional put decides create versus replay atomically. A purged
-            // record (past its TTL but not yet deleted) may be taken over.
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item.clone()))
-                .condition_expression("attribute_not_exists(id) OR purge_at <= :now")
-                .expression_attribute_values(":now", number(now_secs))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .send()
-                .await;
-            let returned = match result {
-                Ok(_) => return Ok(CreateOutcome::Created),
-                Err(SdkError::ServiceError(failure)) => match failure.into_err() {
-                    PutItemError::ConditionalCheckFailedException(e) => e.item,
-                    other => {
-                        return Err(StoreError::DynamoDb {
-                            operation: "PutItem",
-                            source: Box::new(aws_sdk_dynamodb::Error::from(other)),
-                        })
-                    }
-                },
-                Err(other) => return Err(dynamo_error("PutItem", other)),
-            };
-            // DynamoDB and moto return the winner with the failure; dynalite does
-            // not, so read it once, strongly consistent.
-            let existing = match returned {
-                Some(item) => Some(from_item(item)?),
-                None => {
-                    self.get_item(record.tenant.as_str(), &record.batch.id, now_secs)
-                        .await?
-                }
-            };
-            if let Some(existing) = existing {
-                return Ok(CreateOutcome::Existing(Box::new(existing)));
-            }
-            // The blocking record vanished (purged) in between: try the put again.
+        if self.quotas.is_unlimited() {
+            return self.put_new(record, now_secs).await;
         }
-        Err(StoreError::Corrupt(format!(
-            "batch {} kept changing during create",
-            record.batch.id
-        )))
+        // The slot first, then the batch: a crash in between leaves a slot
+        // without a batch, which a retry of the create (same id) takes over
+        // and the reconciler's repair gives back; never a batch over quota.
+        let id = &record.batch.id;
+        match self.take_slot(&record.tenant, id, now_secs).await? {
+            Slot::Refused(usage) => {
+                // A retry of an existing batch is answered as ever, quota or not.
+                if let Some(existing) = self.get_item(record.tenant.as_str(), id, now_secs).await? {
+                    return Ok(CreateOutcome::Existing(Box::new(existing)));
+                }
+                Ok(CreateOutcome::QuotaExceeded(
+                    self.refusal(&record.tenant, usage).await?,
+                ))
+            }
+            Slot::Taken { already } => {
+                let outcome = self.put_new(record, now_secs).await?;
+                // A replay of a batch that already ended must not keep the slot
+                // this call just took for it.
+                if let CreateOutcome::Existing(existing) = &outcome {
+                    if !already && existing.batch.status.is_terminal() {
+                        self.release(&record.tenant, id, 0).await?;
+                    }
+                }
+                Ok(outcome)
+            }
+        }
+    }
+
+    async fn reserve_lines(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        lines: u64,
+        _now_secs: i64,
+    ) -> Result<Result<(), QuotaExceeded>, StoreError> {
+        match self.quotas.max_enqueued_lines {
+            None => Ok(Ok(())),
+            Some(limit) => self.reserve(tenant, id, lines, limit).await,
+        }
+    }
+
+    async fn release_quota(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        lines: u64,
+    ) -> Result<(), StoreError> {
+        if self.quotas.is_unlimited() {
+            return Ok(());
+        }
+        self.release(tenant, id.as_str(), lines).await
+    }
+
+    async fn repair_quotas(
+        &self,
+        idle_before_secs: i64,
+        now_secs: i64,
+    ) -> Result<usize, StoreError> {
+        if self.quotas.is_unlimited() {
+            return Ok(0);
+        }
+        self.repair(idle_before_secs, now_secs).await
     }
 
     async fn get(
@@ -508,7 +595,15 @@ impl BatchStore for DynamoStore {
                 .await?
             {
                 Conditional::Applied(item) => {
-                    return Ok(TransitionOutcome::Applied(Box::new(from_item(item)?.batch)))
+                    let batch = from_item(item)?.batch;
+                    // Only the transition that made the batch terminal gets here:
+                    // it gives back the slot and lines (a crash before this is
+                    // the reconciler's repair to mend).
+                    if transition.to.is_terminal() && !self.quotas.is_unlimited() {
+                        self.release(tenant, id.as_str(), batch.request_counts.total)
+                            .await?;
+                    }
+                    return Ok(TransitionOutcome::Applied(Box::new(batch)));
                 }
                 Conditional::Failed(None) => return Ok(TransitionOutcome::NotFound),
                 // Without the old item (dynalite) the re-read may show a status that

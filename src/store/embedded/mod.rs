@@ -15,7 +15,7 @@ use super::{
     BatchRecord, BatchStore, CommitOutcome, CreateOutcome, ListOutcome, SegmentCommit, StoreError,
     StuckBatch, TransitionOutcome,
 };
-use crate::domain::{BatchId, BatchStatus, TenantId, Transition};
+use crate::domain::{BatchId, BatchStatus, QuotaExceeded, Quotas, TenantId, Transition};
 
 mod files;
 
@@ -25,6 +25,7 @@ pub struct EmbeddedStore {
     writer: std::sync::mpsc::Sender<Job>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: Arc<AtomicUsize>,
+    quotas: Quotas,
 }
 
 /// A unit of work for the writer thread. It receives the connection (or
@@ -155,6 +156,15 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS batches_by_created ON batches (tenant, created_order);
     CREATE INDEX IF NOT EXISTS batches_pending ON batches (pending_status, pending_since)
         WHERE pending_status IS NOT NULL;
+    -- Quota usage: one row per batch in flight holding a slot, with the
+    -- request lines reserved for it. Written in the same transactions as the
+    -- batch's create and terminal transition, so nothing can leak.
+    CREATE TABLE IF NOT EXISTS quota_usage (
+        tenant   TEXT    NOT NULL,
+        batch_id TEXT    NOT NULL,
+        lines    INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant, batch_id)
+    ) WITHOUT ROWID;
 ";
 
 impl EmbeddedStore {
@@ -183,6 +193,12 @@ impl EmbeddedStore {
         }
         store.readers = Arc::new(readers);
         Ok(store)
+    }
+
+    /// The same store, enforcing `quotas` from now on.
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     /// A throwaway store, for tests: one connection does everything.
@@ -222,6 +238,7 @@ impl EmbeddedStore {
             writer: spawn_writer(conn, checkpointer),
             readers: Arc::new(Vec::new()),
             next_reader: Arc::new(AtomicUsize::new(0)),
+            quotas: Quotas::UNLIMITED,
         })
     }
 
@@ -358,7 +375,22 @@ impl BatchStore for EmbeddedStore {
         let pending_status =
             (!record.batch.status.is_terminal()).then(|| record.batch.status.as_str());
         let created_at = record.batch.created_at;
+        let quotas = self.quotas;
         self.with_conn(move |conn| {
+            if !quotas.is_unlimited() {
+                // Inside the writer's transaction: the check and the writes below
+                // cannot be separated, so racing creates never exceed the quota.
+                if let Some(existing) = read_live(conn, &tenant, &id, now_secs)? {
+                    return Ok(CreateOutcome::Existing(Box::new(existing)));
+                }
+                if let Some(exceeded) = quota_room(conn, &tenant, quotas)? {
+                    return Ok(CreateOutcome::QuotaExceeded(exceeded));
+                }
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO quota_usage (tenant, batch_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![tenant, id])?;
+            }
             // Insert, or take over a purged record: the same condition as the
             // DynamoDB adapter's `attribute_not_exists(id) OR purge_at <= :now`.
             let written = conn
@@ -474,6 +506,9 @@ impl BatchStore for EmbeddedStore {
                 pending,
                 pending.map(|_| transition.at)
             ])?;
+            if transition.to.is_terminal() {
+                release(&tx, &tenant, &id)?;
+            }
             tx.commit()?;
             Ok(TransitionOutcome::Applied(Box::new(record.batch)))
         })
@@ -592,6 +627,115 @@ impl BatchStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn reserve_lines(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        lines: u64,
+        now_secs: i64,
+    ) -> Result<Result<(), QuotaExceeded>, StoreError> {
+        let Some(limit) = self.quotas.max_enqueued_lines else {
+            return Ok(Ok(()));
+        };
+        let quotas = self.quotas;
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.with_conn(move |conn| {
+            // Only a batch still validating takes lines: one cancelled meanwhile
+            // would hold them with nothing left to give them back.
+            match read_live(conn, &tenant, &id, now_secs)? {
+                Some(record) if record.batch.status == BatchStatus::Validating => {}
+                _ => return Ok(Ok(())),
+            }
+            let (held, others): (i64, i64) = conn
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(CASE WHEN batch_id = ?2 THEN lines END), 0),
+                            COALESCE(SUM(CASE WHEN batch_id = ?2 THEN 0 ELSE lines END), 0)
+                     FROM quota_usage WHERE tenant = ?1",
+                )?
+                .query_row(params![tenant, id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            if held > 0 {
+                return Ok(Ok(()));
+            }
+            if !quotas.lines_fit(u64::try_from(others).unwrap_or(0), lines) {
+                return Ok(Err(QuotaExceeded::EnqueuedLines { limit }));
+            }
+            conn.prepare_cached(
+                "INSERT INTO quota_usage (tenant, batch_id, lines) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant, batch_id) DO UPDATE SET lines = excluded.lines",
+            )?
+            .execute(params![
+                tenant,
+                id,
+                i64::try_from(lines).unwrap_or(i64::MAX)
+            ])?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    async fn release_quota(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        _lines: u64,
+    ) -> Result<(), StoreError> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.with_conn(move |conn| release(conn, &tenant, &id))
+            .await
+    }
+
+    async fn repair_quotas(
+        &self,
+        _idle_before_secs: i64,
+        now_secs: i64,
+    ) -> Result<usize, StoreError> {
+        // Every change of usage shares a transaction with its batch, so only a
+        // batch purged or finished while quotas were off can have left a row.
+        self.with_conn(move |conn| {
+            let freed = conn
+                .prepare_cached(
+                    "DELETE FROM quota_usage WHERE NOT EXISTS (
+                         SELECT 1 FROM batches b
+                         WHERE b.tenant = quota_usage.tenant AND b.id = quota_usage.batch_id
+                           AND b.pending_status IS NOT NULL AND b.purge_at > ?1)",
+                )?
+                .execute(params![now_secs])?;
+            Ok(freed)
+        })
+        .await
+    }
+}
+
+/// Which quota, if any, leaves no room for another batch of `tenant`.
+fn quota_room(
+    conn: &Connection,
+    tenant: &str,
+    quotas: Quotas,
+) -> Result<Option<QuotaExceeded>, StoreError> {
+    let (batches, lines): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(lines), 0) FROM quota_usage WHERE tenant = ?1",
+        )?
+        .query_row(params![tenant], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    if let Some(limit) = quotas.max_batches_in_flight {
+        if batches >= i64::from(limit) {
+            return Ok(Some(QuotaExceeded::BatchesInFlight { limit }));
+        }
+    }
+    if let Some(limit) = quotas.max_enqueued_lines {
+        if u64::try_from(lines).unwrap_or(0) >= limit {
+            return Ok(Some(QuotaExceeded::EnqueuedLines { limit }));
+        }
+    }
+    Ok(None)
+}
+
+/// Gives back a batch's slot and lines; nothing happens when none are held.
+fn release(conn: &Connection, tenant: &str, id: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM quota_usage WHERE tenant = ?1 AND batch_id = ?2")?
+        .execute(params![tenant, id])?;
+    Ok(())
 }
 
 #[cfg(test)]
