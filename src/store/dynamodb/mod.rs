@@ -129,6 +129,10 @@ impl DynamoStore {
         &self.client
     }
 
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     pub(crate) fn key(tenant: &str, id: &str) -> Item {
         HashMap::from([
             ("tenant".to_string(), AttributeValue::S(tenant.to_string())),
