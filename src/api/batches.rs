@@ -6,9 +6,12 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorResponse;
 use super::extract::{Body, QueryParams};
-use super::{ApiError, AppState};
+use super::openapi::CreateBatchRequest;
+use super::{ApiError, AppState, ListObjectType};
 use crate::domain::idempotency::random_batch_id;
 use crate::domain::{
     Batch, BatchId, BatchStatus, CreateBatch, Fingerprint, IdempotencyKey, TenantId, Transition,
@@ -20,6 +23,25 @@ use crate::store::{BatchRecord, CreateOutcome, ListOutcome, TransitionOutcome};
 /// Set on a create answered from an earlier request with the same key (Stripe's name).
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
+#[utoipa::path(
+    post,
+    path = "/v1/batches",
+    operation_id = "createBatch",
+    tag = "batches",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 257, description = "Makes the create idempotent: 1 to 255 characters, a bare token or a quoted string; must equal the body's `idempotency_key` when both are sent"),
+    ),
+    request_body(content = CreateBatchRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The new batch, or the stored one for a replayed idempotency key (with `idempotent-replayed: true`)", body = Batch),
+        (status = 400, description = "Invalid body or key", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 409, description = "The idempotency key was used with different parameters", body = ErrorResponse),
+        (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
+        (status = 429, description = "A quota of the tenant (batches in flight, enqueued lines) is used up; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+    ),
+)]
 /// `POST /v1/batches`: one conditional write decides between create and replay.
 pub async fn create(
     State(state): State<AppState>,
@@ -114,6 +136,19 @@ fn idempotency_key(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/batches/{batch_id}",
+    operation_id = "retrieveBatch",
+    tag = "batches",
+    params(("batch_id" = String, Path, description = "The batch id")),
+    responses(
+        (status = 200, description = "The batch", body = Batch),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 404, description = "No such batch for this tenant", body = ErrorResponse),
+        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+    ),
+)]
 /// `GET /v1/batches/{batch_id}`
 pub async fn retrieve(
     State(state): State<AppState>,
@@ -128,6 +163,20 @@ pub async fn retrieve(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/batches/{batch_id}/cancel",
+    operation_id = "cancelBatch",
+    tag = "batches",
+    params(("batch_id" = String, Path, description = "The batch id")),
+    responses(
+        (status = 200, description = "The batch, `cancelling` (or already `cancelling` or `cancelled`)", body = Batch),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 404, description = "No such batch for this tenant", body = ErrorResponse),
+        (status = 409, description = "The batch has finished or is finalizing", body = ErrorResponse),
+        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+    ),
+)]
 /// `POST /v1/batches/{batch_id}/cancel`: `validating` or `in_progress` → `cancelling`.
 pub async fn cancel(
     State(state): State<AppState>,
@@ -177,17 +226,24 @@ fn batch_id(path: Result<Path<String>, PathRejection>) -> Result<BatchId, ApiErr
     BatchId::parse(&raw).ok_or(ApiError::BatchNotFound(raw))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// The id of the last batch of the previous page.
+    #[param(nullable = false, min_length = 1)]
     after: Option<String>,
+    /// Parsed by hand, so a bad value is OpenAI's 400 rather than serde's.
+    #[param(value_type = Option<u32>, nullable = false, minimum = 1, maximum = 100)]
     limit: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BatchList {
-    object: &'static str,
+    object: ListObjectType,
     data: Vec<Batch>,
+    #[schema(required = true)]
     first_id: Option<String>,
+    #[schema(required = true)]
     last_id: Option<String>,
     has_more: bool,
 }
@@ -195,6 +251,19 @@ pub struct BatchList {
 pub const DEFAULT_LIST_LIMIT: usize = 20;
 pub const MAX_LIST_LIMIT: usize = 100;
 
+#[utoipa::path(
+    get,
+    path = "/v1/batches",
+    operation_id = "listBatches",
+    tag = "batches",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of batches, newest first", body = BatchList),
+        (status = 400, description = "Invalid `limit`, or an unknown `after`", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+    ),
+)]
 /// `GET /v1/batches?after=&limit=`: newest first, one store page per call.
 pub async fn list(
     State(state): State<AppState>,
@@ -240,7 +309,7 @@ pub async fn list(
             Err(unknown_cursor(after.as_ref().map_or("", |a| a.as_str())).into())
         }
         ListOutcome::Page { batches, has_more } => Ok(Json(BatchList {
-            object: "list",
+            object: ListObjectType::List,
             first_id: batches.first().map(|b| b.id.clone()),
             last_id: batches.last().map(|b| b.id.clone()),
             // A page is never empty while more follow: the SDK would stop paging.

@@ -4,7 +4,8 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::upload::UploadStatus;
 use crate::domain::{BatchStatus, QuotaExceeded, ValidationError};
@@ -14,6 +15,39 @@ use crate::store::StoreError;
 /// A quota frees up only as batches finish, which takes minutes: a client
 /// retrying sooner would only be refused again.
 pub const QUOTA_RETRY_AFTER_SECS: u64 = 60;
+
+/// OpenAI's error envelope: the body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorObject,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ErrorObject {
+    pub message: String,
+    /// `invalid_request_error` for client mistakes, `server_error` for ours.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault, when there is one.
+    #[schema(required = true)]
+    pub param: Option<String>,
+    /// A machine-readable reason, such as `invalid_value` or `not_found`.
+    #[schema(required = true)]
+    pub code: Option<String>,
+}
+
+impl ErrorResponse {
+    pub fn new(message: String, kind: &str, param: Option<String>, code: Option<&str>) -> Self {
+        Self {
+            error: ErrorObject {
+                message,
+                kind: kind.to_string(),
+                param,
+                code: code.map(str::to_string),
+            },
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -139,7 +173,7 @@ impl IntoResponse for ApiError {
             Self::FileNotFound(_) | Self::UploadNotFound(_) => Some("id".to_string()),
             _ => None,
         };
-        let body = json!({"error": {"message": message, "type": kind, "param": param, "code": self.code()}});
+        let body = ErrorResponse::new(message, kind, param, self.code());
         let mut response = (status, Json(body)).into_response();
         // The official SDKs retry 409s unless told not to; these can never succeed on retry.
         if status == StatusCode::CONFLICT {

@@ -67,9 +67,11 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
     tracing::error!(panic = detail, "handler panicked");
-    let body = serde_json::json!({"error": {
-        "message": "The server had an error while processing your request.",
-        "type": "server_error", "param": null, "code": null,
-    }});
+    let body = super::error::ErrorResponse::new(
+        "The server had an error while processing your request.".to_string(),
+        "server_error",
+        None,
+        None,
+    );
     (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
 }

@@ -11,10 +11,14 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::io::ReaderStream;
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorResponse;
 use super::extract::QueryParams;
 use super::ingest::{multipart_error, text_field, Expected, FormData, Ingest};
-use super::{ApiError, AppState};
+use super::openapi::{BinaryContent, CreateFileForm, ListOrder};
+use super::{ApiError, AppState, ListObjectType};
+use crate::domain::file::FileObjectType;
 use crate::domain::upload::{
     check_filename, file_expires_at, parse_upload_purpose, ExpiresAfter, MAX_FILE_BYTES,
 };
@@ -55,6 +59,20 @@ impl Form {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/files",
+    operation_id = "createFile",
+    tag = "files",
+    request_body(content = CreateFileForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The stored file", body = FileObject),
+        (status = 400, description = "Invalid form, purpose, expiry or file (a `batch` file that is not valid JSONL)", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 413, description = "Body over the limit of the route", body = ErrorResponse),
+        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+    ),
+)]
 /// `POST /v1/files`, multipart: `file`, `purpose`, optional `expires_after`.
 ///
 /// The file is streamed into the blob store as it arrives, never held whole.
@@ -250,6 +268,19 @@ fn file_id(path: Result<Path<String>, PathRejection>) -> Result<FileId, ApiError
     FileId::parse(&raw).ok_or(ApiError::FileNotFound(raw))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/files/{file_id}",
+    operation_id = "retrieveFile",
+    tag = "files",
+    params(("file_id" = String, Path, description = "The file id")),
+    responses(
+        (status = 200, description = "The file", body = FileObject),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 404, description = "No such file for this tenant", body = ErrorResponse),
+        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+    ),
+)]
 /// `GET /v1/files/{file_id}`
 pub async fn retrieve(
     State(state): State<AppState>,
@@ -267,6 +298,20 @@ pub async fn retrieve(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/files/{file_id}/content",
+    operation_id = "downloadFile",
+    tag = "files",
+    params(("file_id" = String, Path, description = "The file id")),
+    responses(
+        (status = 200, description = "The file's bytes", body = BinaryContent, content_type = "application/octet-stream"),
+        (status = 307, description = "Above the inline limit, in S3: a presigned URL valid for 5 minutes", headers(("location" = String, description = "The presigned URL"))),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 404, description = "No such file for this tenant", body = ErrorResponse),
+        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+    ),
+)]
 /// `GET /v1/files/{file_id}/content`: the bytes, streamed; or, above the
 /// inline limit and when the blob store can presign, a redirect to S3 (a
 /// Lambda response is at most 6 MB).
@@ -322,6 +367,19 @@ pub async fn content(
         .into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/files/{file_id}",
+    operation_id = "deleteFile",
+    tag = "files",
+    params(("file_id" = String, Path, description = "The file id")),
+    responses(
+        (status = 200, description = "The file and its bytes are deleted", body = Deleted),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 404, description = "No such file for this tenant", body = ErrorResponse),
+        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+    ),
+)]
 /// `DELETE /v1/files/{file_id}`: the record, then the bytes.
 pub async fn delete(
     State(state): State<AppState>,
@@ -344,31 +402,42 @@ pub async fn delete(
     tracing::info!(file_id = %id, %tenant, "file deleted");
     Ok(Json(Deleted {
         id: id.to_string(),
-        object: "file",
+        object: FileObjectType::File,
         deleted: true,
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Deleted {
     id: String,
-    object: &'static str,
+    object: FileObjectType,
     deleted: bool,
 }
 
-#[derive(Debug, Deserialize)]
+/// Each is parsed by hand, so a bad value is OpenAI's 400 rather than serde's.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only files of this purpose.
+    #[param(value_type = Option<FilePurpose>, inline, nullable = false)]
     purpose: Option<String>,
+    #[param(value_type = Option<u32>, nullable = false, minimum = 1, maximum = 10000)]
     limit: Option<String>,
+    /// By creation time; `desc` by default.
+    #[param(value_type = Option<ListOrder>, inline, nullable = false)]
     order: Option<String>,
+    /// The id of the last file of the previous page.
+    #[param(nullable = false, min_length = 1)]
     after: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct FileList {
-    object: &'static str,
+    object: ListObjectType,
     data: Vec<FileObject>,
+    #[schema(required = true)]
     first_id: Option<String>,
+    #[schema(required = true)]
     last_id: Option<String>,
     has_more: bool,
 }
@@ -377,6 +446,19 @@ pub struct FileList {
 pub const DEFAULT_LIST_LIMIT: usize = 10_000;
 pub const MAX_LIST_LIMIT: usize = 10_000;
 
+#[utoipa::path(
+    get,
+    path = "/v1/files",
+    operation_id = "listFiles",
+    tag = "files",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of files", body = FileList),
+        (status = 400, description = "Invalid `purpose`, `limit` or `order`, or an unknown `after`", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+    ),
+)]
 /// `GET /v1/files?purpose=&limit=&order=&after=`
 pub async fn list(
     State(state): State<AppState>,
@@ -448,7 +530,7 @@ pub async fn list(
             Err(unknown_cursor(query.after.as_ref().map_or("", |a| a.as_str())).into())
         }
         FileListOutcome::Page { files, has_more } => Ok(Json(FileList {
-            object: "list",
+            object: ListObjectType::List,
             first_id: files.first().map(|f| f.id.clone()),
             last_id: files.last().map(|f| f.id.clone()),
             // A page is never empty while more follow: the SDK would stop paging.

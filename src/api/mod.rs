@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod files;
 pub mod ingest;
+pub mod openapi;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -13,13 +14,16 @@ use std::sync::Arc;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
-use axum::routing::{get, post};
 use axum::{middleware, BoxError, Json, Router};
+use serde::Serialize;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::error::Overloaded;
 use tower::load_shed::LoadShedLayer;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 pub use auth::Authenticator;
 pub use error::ApiError;
@@ -80,51 +84,69 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long a shed client should wait before trying again.
 pub const OVERLOADED_RETRY_AFTER_SECS: u64 = 1;
 
+/// Every `/v1` route, each declared once with its OpenAPI operation (the
+/// `#[utoipa::path]` on its handler): the Router and `/openapi.json` are both
+/// made from this list. Authentication is layered on by `router`.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(batches::create, batches::list))
+        .routes(routes!(batches::retrieve))
+        .routes(routes!(batches::cancel))
+        // Uploads stream through their own, larger body limits; every other
+        // route keeps the 64 KiB one.
+        .routes(routes!(files::create).layer(DefaultBodyLimit::max(files::MAX_UPLOAD_BODY_BYTES)))
+        .routes(routes!(files::list))
+        .routes(routes!(files::retrieve, files::delete))
+        .routes(routes!(files::content))
+        .routes(routes!(uploads::create))
+        .routes(
+            routes!(uploads::add_part).layer(DefaultBodyLimit::max(uploads::MAX_PART_BODY_BYTES)),
+        )
+        .routes(routes!(uploads::complete))
+        .routes(routes!(uploads::cancel))
+}
+
+/// Routes without authentication: liveness, and the contract itself.
+fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(openapi::serve))
+}
+
+/// The OpenAPI 3.1 document of every route `router` serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(api_routes())
+        .merge(public_routes())
+        .into_openapi()
+}
+
 /// The routes and their body limits (README, "Limits"): JSON routes take
 /// `MAX_BODY_BYTES` from the default layer; the two that stream bytes have
-/// their own. Every route shares one cap on requests in flight, and a request
-/// over it is answered 503 at once rather than queued: queueing would only
-/// turn overload into timeouts.
+/// their own. Every `/v1` route shares one cap on requests in flight, and a
+/// request over it is answered 503 at once rather than queued: queueing would
+/// only turn overload into timeouts.
 pub fn router(state: AppState) -> Router {
     let shed_excess = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(shed_response))
         .layer(LoadShedLayer::new())
-        // Global: `Router::route_layer` layers each route on its own, and the
-        // cap is for all of them together.
+        // Global: `route_layer` layers each route on its own, and the cap is
+        // for all of them together.
         .layer(GlobalConcurrencyLimitLayer::new(
             state.max_in_flight_requests.max(1),
         ));
-    let api = Router::new()
-        .route("/v1/batches", post(batches::create).get(batches::list))
-        .route("/v1/batches/{batch_id}", get(batches::retrieve))
-        .route("/v1/batches/{batch_id}/cancel", post(batches::cancel))
-        .route(
-            "/v1/files",
-            post(files::create)
-                .layer(DefaultBodyLimit::max(files::MAX_UPLOAD_BODY_BYTES))
-                .get(files::list),
-        )
-        .route(
-            "/v1/files/{file_id}",
-            get(files::retrieve).delete(files::delete),
-        )
-        .route("/v1/files/{file_id}/content", get(files::content))
-        .route("/v1/uploads", post(uploads::create))
-        .route(
-            "/v1/uploads/{upload_id}/parts",
-            post(uploads::add_part).layer(DefaultBodyLimit::max(uploads::MAX_PART_BODY_BYTES)),
-        )
-        .route("/v1/uploads/{upload_id}/complete", post(uploads::complete))
-        .route("/v1/uploads/{upload_id}/cancel", post(uploads::cancel))
+    let api = api_routes()
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ))
         // Outside authentication: a shed request costs nothing more.
         .route_layer(shed_excess);
-    Router::new()
+    let (routes, _document) = OpenApiRouter::new()
         .merge(api)
-        .route("/health", get(health))
+        .merge(public_routes())
+        .split_for_parts();
+    routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -143,8 +165,37 @@ async fn shed_response(error: BoxError) -> ApiError {
     }
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// The constant `"list"` of a list page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ListObjectType {
+    List,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    status: HealthStatus,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+}
+
+/// `GET /health`: liveness, without authentication.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "service",
+    security(()),
+    responses((status = 200, description = "The server is up", body = Health)),
+)]
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: HealthStatus::Ok,
+    })
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {

@@ -11,9 +11,11 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 
+use super::error::ErrorResponse;
 use super::extract::Body;
 use super::files::store_file_record;
 use super::ingest::{drain, multipart_error, Expected, FormData, Ingest};
+use super::openapi::{AddUploadPartForm, CompleteUploadRequest, CreateUploadRequest};
 use super::{ApiError, AppState};
 use crate::domain::upload::{
     file_expires_at, unknown_part, CompleteUpload, CreateUpload, PartId, Upload, UploadId,
@@ -29,6 +31,20 @@ pub const MAX_PART_BYTES: usize = 64 * 1024 * 1024;
 /// The part route's body limit: a part plus room for the form around it.
 pub const MAX_PART_BODY_BYTES: usize = MAX_PART_BYTES + 64 * 1024;
 
+#[utoipa::path(
+    post,
+    path = "/v1/uploads",
+    operation_id = "createUpload",
+    tag = "uploads",
+    request_body(content = CreateUploadRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The new upload, `pending` for an hour", body = Upload),
+        (status = 400, description = "Invalid body", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
+        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+    ),
+)]
 /// `POST /v1/uploads`
 pub async fn create(
     State(state): State<AppState>,
@@ -82,6 +98,23 @@ fn not_pending(upload: Upload, action: &'static str) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/uploads/{upload_id}/parts",
+    operation_id = "addUploadPart",
+    tag = "uploads",
+    params(("upload_id" = String, Path, description = "The upload id")),
+    request_body(content = AddUploadPartForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The stored part", body = UploadPart),
+        (status = 400, description = "Invalid form", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 404, description = "No such upload for this tenant", body = ErrorResponse),
+        (status = 409, description = "The upload is no longer pending", body = ErrorResponse),
+        (status = 413, description = "A part over 64 MB", body = ErrorResponse),
+        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+    ),
+)]
 /// `POST /v1/uploads/{upload_id}/parts`, multipart with one `data` field.
 pub async fn add_part(
     State(state): State<AppState>,
@@ -171,6 +204,23 @@ pub async fn add_part(
     Ok(Json(UploadPart::new(&part, &id, state.clock.now_secs())))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/uploads/{upload_id}/complete",
+    operation_id = "completeUpload",
+    tag = "uploads",
+    params(("upload_id" = String, Path, description = "The upload id")),
+    request_body(content = CompleteUploadRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The completed upload, with its file", body = Upload),
+        (status = 400, description = "Invalid body, unknown parts, or a file that fails its checks", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 404, description = "No such upload for this tenant", body = ErrorResponse),
+        (status = 409, description = "The upload is no longer pending", body = ErrorResponse),
+        (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
+        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+    ),
+)]
 /// `POST /v1/uploads/{upload_id}/complete` {part_ids, md5?}
 pub async fn complete(
     State(state): State<AppState>,
@@ -270,6 +320,20 @@ pub async fn complete(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/uploads/{upload_id}/cancel",
+    operation_id = "cancelUpload",
+    tag = "uploads",
+    params(("upload_id" = String, Path, description = "The upload id")),
+    responses(
+        (status = 200, description = "The upload, `cancelled`", body = Upload),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 404, description = "No such upload for this tenant", body = ErrorResponse),
+        (status = 409, description = "The upload is completed or expired", body = ErrorResponse),
+        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+    ),
+)]
 /// `POST /v1/uploads/{upload_id}/cancel`: a cancelled upload stays cancelled
 /// (cancelling twice answers the same); completed or expired ones cannot be.
 pub async fn cancel(

@@ -6,62 +6,78 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The OpenAI Batch object. Every field is rendered, `null` where unset.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Batch {
     pub id: String,
     pub object: BatchObjectType,
     pub endpoint: String,
+    #[schema(required = true)]
     pub errors: Option<BatchErrors>,
     pub input_file_id: String,
     pub completion_window: String,
     pub status: BatchStatus,
+    #[schema(required = true)]
     pub output_file_id: Option<String>,
+    #[schema(required = true)]
     pub error_file_id: Option<String>,
     pub created_at: i64,
+    #[schema(required = true)]
     pub in_progress_at: Option<i64>,
+    #[schema(required = true)]
     pub expires_at: Option<i64>,
+    #[schema(required = true)]
     pub finalizing_at: Option<i64>,
+    #[schema(required = true)]
     pub completed_at: Option<i64>,
+    #[schema(required = true)]
     pub failed_at: Option<i64>,
+    #[schema(required = true)]
     pub expired_at: Option<i64>,
+    #[schema(required = true)]
     pub cancelling_at: Option<i64>,
+    #[schema(required = true)]
     pub cancelled_at: Option<i64>,
     pub request_counts: RequestCounts,
+    #[schema(required = true)]
     pub metadata: Option<BTreeMap<String, String>>,
+    #[schema(required = true)]
     pub model: Option<String>,
+    #[schema(required = true)]
     pub usage: Option<Usage>,
 }
 
 /// The constant `"batch"`, typed so it cannot drift.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchObjectType {
     #[default]
     Batch,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RequestCounts {
     pub total: u64,
     pub completed: u64,
     pub failed: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchErrors {
     pub object: String,
     pub data: Vec<BatchError>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchError {
     pub code: String,
     pub message: String,
+    #[schema(required = true)]
     pub param: Option<String>,
+    #[schema(required = true)]
     pub line: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     pub input_tokens: u64,
     pub input_tokens_details: InputTokensDetails,
@@ -70,17 +86,17 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InputTokensDetails {
     pub cached_tokens: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OutputTokensDetails {
     pub reasoning_tokens: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchStatus {
     Validating,

@@ -77,7 +77,8 @@ pub const OUTPUT_EXPIRY_SECONDS: std::ops::RangeInclusive<i64> = 3600..=2_592_00
 /// Generous for file ids, small enough to keep storage keys and items tiny.
 pub const MAX_INPUT_FILE_ID_CHARS: usize = 256;
 
-const KNOWN_FIELDS: [&str; 7] = [
+/// Every field the create body may have (also the properties of its OpenAPI schema).
+pub const KNOWN_FIELDS: [&str; 7] = [
     "input_file_id",
     "endpoint",
     "completion_window",

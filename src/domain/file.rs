@@ -5,28 +5,30 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The OpenAI File object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FileObject {
     pub id: String,
     pub object: FileObjectType,
     pub bytes: u64,
     pub created_at: i64,
+    #[schema(required = true)]
     pub expires_at: Option<i64>,
     pub filename: String,
     pub purpose: FilePurpose,
     /// Deprecated by OpenAI but still required by its schema: always `processed`.
     pub status: String,
+    #[schema(required = true)]
     pub status_details: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FileObjectType {
     #[default]
     File,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum FilePurpose {
     #[serde(rename = "batch")]
     Batch,

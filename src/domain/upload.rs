@@ -27,8 +27,13 @@ pub const UPLOAD_EXPIRY_SECONDS: i64 = 3600;
 pub const MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
 /// Long enough for any real file name, short enough for keys and log lines.
 pub const MAX_FILENAME_CHARS: usize = 512;
-/// The most parts one completion may name; far above what 512 MB needs.
-pub const MAX_PARTS: usize = 10_000;
+/// The most parts one completion may name: far above what 512 MB needs (800
+/// parts of 640 KiB), and low enough that a completion naming this many of the
+/// longest part ids still fits the API's 64 KiB body limit, so it is answered
+/// on its merits rather than with a 413.
+pub const MAX_PARTS: usize = 800;
+/// The longest part id `PartId::parse` accepts: `part_` and 64 characters.
+pub const MAX_PART_ID_CHARS: usize = 69;
 
 impl ExpiresAfter {
     /// From the anchor and seconds as they arrive, each possibly absent.
@@ -159,7 +164,7 @@ pub fn max_file_bytes(purpose: FilePurpose) -> u64 {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UploadStatus {
     Pending,
@@ -185,7 +190,7 @@ impl fmt::Display for UploadStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum UploadObjectType {
     #[default]
     #[serde(rename = "upload")]
@@ -193,7 +198,7 @@ pub enum UploadObjectType {
 }
 
 /// The OpenAI Upload object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Upload {
     pub id: String,
     pub object: UploadObjectType,
@@ -203,6 +208,7 @@ pub struct Upload {
     pub filename: String,
     pub purpose: FilePurpose,
     pub status: UploadStatus,
+    #[schema(required = true)]
     pub file: Option<FileObject>,
 }
 
@@ -308,11 +314,18 @@ impl fmt::Display for PartId {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum UploadPartObjectType {
+    #[default]
+    #[serde(rename = "upload.part")]
+    UploadPart,
+}
+
 /// The OpenAI UploadPart object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UploadPart {
     pub id: String,
-    pub object: &'static str,
+    pub object: UploadPartObjectType,
     pub created_at: i64,
     pub upload_id: String,
 }
@@ -321,7 +334,7 @@ impl UploadPart {
     pub fn new(id: &PartId, upload_id: &UploadId, created_at: i64) -> Self {
         Self {
             id: id.to_string(),
-            object: "upload.part",
+            object: UploadPartObjectType::UploadPart,
             created_at,
             upload_id: upload_id.to_string(),
         }
@@ -338,7 +351,8 @@ pub struct CreateUpload {
     pub expires_after: Option<ExpiresAfter>,
 }
 
-const CREATE_FIELDS: [&str; 5] = ["filename", "purpose", "bytes", "mime_type", "expires_after"];
+/// Every field the create body may have (also the properties of its OpenAPI schema).
+pub const CREATE_FIELDS: [&str; 5] = ["filename", "purpose", "bytes", "mime_type", "expires_after"];
 
 impl CreateUpload {
     pub fn from_json(body: &[u8]) -> Result<Self, ValidationError> {
