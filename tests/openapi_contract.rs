@@ -135,6 +135,23 @@ async fn given_each_documented_path_then_its_documented_methods_reach_a_handler_
             }
         }
     }
+    // axum answers HEAD wherever GET is served (OpenAPI leaves HEAD implied);
+    // OPTIONS is served nowhere.
+    for (template, methods) in &operations {
+        let path = concrete(template);
+        let (status, _) = probe(&app, "head", &path, None).await;
+        assert_eq!(
+            status != StatusCode::METHOD_NOT_ALLOWED,
+            methods.contains("get"),
+            "HEAD {template}: {status}"
+        );
+        let (status, body) = probe(&app, "options", &path, None).await;
+        assert_eq!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "OPTIONS {template}: {body}"
+        );
+    }
     let (status, body) = probe(&app, "get", "/v1/undocumented", None).await;
     assert!(answered_by_fallback(status, &body), "{status} {body}");
 }
