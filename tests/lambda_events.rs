@@ -4,6 +4,7 @@
 mod common;
 
 use axum::http::StatusCode;
+use base64::Engine;
 use common::{Backend, TestApp};
 use lambda_batches::domain::{IdempotencyKey, TenantId};
 
@@ -56,4 +57,69 @@ async fn given_the_sample_events_when_replayed_in_order_then_each_gets_its_docum
     let cancelled = send(&app, "cancel_batch.json").await;
     assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.body);
     assert_eq!(cancelled.body["status"], "cancelling");
+}
+
+/// An event as the API Lambda receives it, through its real handler.
+async fn answer(app: &TestApp, event: &serde_json::Value) -> serde_json::Value {
+    let payload = serde_json::from_value(event.clone()).expect("an API Gateway event");
+    let event = lambda_http::LambdaEvent::new(payload, lambda_http::Context::default());
+    let answer = lambda_batches::api::lambda::answer(app.router.clone(), event)
+        .await
+        .expect("infallible");
+    serde_json::to_value(answer).expect("a Lambda response")
+}
+
+fn create_event() -> serde_json::Value {
+    let path = format!("{}/events/create_batch.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).expect("event")).expect("JSON")
+}
+
+async fn expect_invalid_event(app: &TestApp, event: &serde_json::Value) {
+    let response = answer(app, event).await;
+    assert_eq!(response["statusCode"], 400, "{response}");
+    let body: serde_json::Value =
+        serde_json::from_str(response["body"].as_str().expect("a text body")).expect("JSON");
+    assert_eq!(body["error"]["code"], "invalid_event", "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(body["error"]["message"].is_string());
+}
+
+// Found by fuzz/fuzz_targets/apigw_event.rs: lambda_http panicked decoding this body.
+#[tokio::test]
+async fn given_an_event_whose_body_is_marked_base64_but_is_not_when_answered_then_400_in_the_envelope(
+) {
+    let app = TestApp::spawn(Backend::Embedded).await;
+    let mut event = create_event();
+    event["isBase64Encoded"] = true.into();
+    event["body"] = "LS1sYi1mdXp6files_b1lPSJpbnB1dC5qc29ubCINCkNvb".into();
+
+    expect_invalid_event(&app, &event).await;
+}
+
+// Found by fuzz/fuzz_targets/apigw_event.rs: lambda_http panicked parsing this host.
+#[tokio::test]
+async fn given_an_event_whose_host_is_not_a_host_when_answered_then_400_in_the_envelope() {
+    let app = TestApp::spawn(Backend::Embedded).await;
+    let mut event = create_event();
+    event["headers"]["host"] = "r4nd0m1d42%execute-api.us-east-1.amazonaws.com".into();
+
+    expect_invalid_event(&app, &event).await;
+}
+
+#[tokio::test]
+async fn given_an_event_with_a_base64_body_when_answered_then_the_router_gets_the_decoded_body() {
+    let app = TestApp::spawn(Backend::Embedded).await;
+    let mut event = create_event();
+    let body = event["body"].as_str().expect("a body").to_string();
+    event["isBase64Encoded"] = true.into();
+    event["body"] = base64::engine::general_purpose::STANDARD
+        .encode(body)
+        .into();
+
+    let response = answer(&app, &event).await;
+
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let batch: serde_json::Value =
+        serde_json::from_str(response["body"].as_str().expect("a text body")).expect("JSON");
+    assert_eq!(batch["metadata"]["project"], "demo");
 }

@@ -1,4 +1,4 @@
-//! The axum `Router`: one for Lambda (`lambda_http::run`) and the local server.
+//! The axum `Router`: one for Lambda (`lambda::run`) and the local server.
 
 pub mod auth;
 pub mod batches;
@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod files;
 pub mod ingest;
+pub mod lambda;
 pub mod openapi;
 pub mod uploads;
 

@@ -9,5 +9,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     // Built once per execution environment, at init, not per request.
     let config = Config::from_env()?;
     let router = lambda_batches::app::lambda_router(&config).await?;
-    lambda_http::run(router).await
+    lambda_batches::api::lambda::run(router).await
 }
