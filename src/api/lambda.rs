@@ -28,7 +28,7 @@ use crate::domain::ValidationError;
 #[serde(untagged)]
 pub enum Answer<R> {
     Routed(R),
-    Refused(ApiGatewayV2httpResponse),
+    Refused(Box<ApiGatewayV2httpResponse>),
 }
 
 /// Serves the Router to the Lambda runtime until it stops.
@@ -52,7 +52,7 @@ pub async fn answer(
         Ok(routed) => Ok(Answer::Routed(routed.await?)),
         Err(_) => {
             tracing::warn!("refused an API Gateway event that lambda_http cannot convert");
-            Ok(Answer::Refused(refusal().await))
+            Ok(Answer::Refused(Box::new(refusal().await)))
         }
     }
 }
