@@ -52,6 +52,7 @@ impl App {
             auth: Arc::new(Authenticator::new(&AuthConfig::Open)),
             retention_secs: 30 * 86_400,
             file_settings: FileSettings::default(),
+            max_in_flight_requests: lambda_batches::config::DEFAULT_MAX_IN_FLIGHT_REQUESTS,
         });
         Self {
             router,
