@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 
 use crate::api::{self, AppState, Authenticator};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{BlobStorage, Config, QueueConfig, Storage};
+use crate::config::{AuthConfig, BlobStorage, Config, QueueConfig, Storage};
 use crate::files::local::LocalBlobStore;
 use crate::files::s3::S3BlobStore;
 use crate::files::{BlobError, BlobStore};
@@ -20,6 +20,7 @@ use crate::queue::{WorkItem, WorkQueue};
 use crate::store::dynamodb::DynamoStore;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::files::FileStore;
+use crate::store::keys::KeyStore;
 use crate::store::{BatchStore, StoreError};
 use crate::upstream::{UpstreamClient, UpstreamError};
 use crate::worker::Worker;
@@ -53,6 +54,7 @@ pub async fn aws_config() -> SdkConfig {
 pub struct Stores {
     pub batches: Arc<dyn BatchStore>,
     pub files: Arc<dyn FileStore>,
+    pub keys: Arc<dyn KeyStore>,
     pub blobs: Arc<dyn BlobStore>,
     aws: OnceCell<SdkConfig>,
 }
@@ -60,17 +62,18 @@ pub struct Stores {
 impl Stores {
     pub async fn open(config: &Config) -> Result<Self, InitError> {
         let aws = OnceCell::new();
-        let (batches, files): (Arc<dyn BatchStore>, Arc<dyn FileStore>) = match &config.storage {
-            Storage::Embedded { data_dir } => {
-                let store = Arc::new(EmbeddedStore::open(data_dir)?.with_quotas(config.quotas));
-                (store.clone(), store)
-            }
-            Storage::DynamoDb { table } => {
-                let sdk = aws.get_or_init(aws_config).await;
-                let store = Arc::new(DynamoStore::new(sdk, table).with_quotas(config.quotas));
-                (store.clone(), store)
-            }
-        };
+        let (batches, files, keys): (Arc<dyn BatchStore>, Arc<dyn FileStore>, Arc<dyn KeyStore>) =
+            match &config.storage {
+                Storage::Embedded { data_dir } => {
+                    let store = Arc::new(EmbeddedStore::open(data_dir)?.with_quotas(config.quotas));
+                    (store.clone(), store.clone(), store)
+                }
+                Storage::DynamoDb { table } => {
+                    let sdk = aws.get_or_init(aws_config).await;
+                    let store = Arc::new(DynamoStore::new(sdk, table).with_quotas(config.quotas));
+                    (store.clone(), store.clone(), store)
+                }
+            };
         let blobs: Arc<dyn BlobStore> = match &config.blobs {
             BlobStorage::Local { dir } => Arc::new(LocalBlobStore::open_dir(dir)?),
             BlobStorage::S3 { bucket } => {
@@ -80,6 +83,7 @@ impl Stores {
         Ok(Self {
             batches,
             files,
+            keys,
             blobs,
             aws,
         })
@@ -90,14 +94,62 @@ impl Stores {
     }
 }
 
-pub fn api_state(config: &Config, stores: &Stores, work: Option<Arc<dyn WorkQueue>>) -> AppState {
+/// The key store alone, for the `keys` subcommands: the same backend and
+/// place as the server's.
+pub async fn key_store(config: &Config) -> Result<Arc<dyn KeyStore>, InitError> {
+    Ok(match &config.storage {
+        Storage::Embedded { data_dir } => Arc::new(EmbeddedStore::open(data_dir)?),
+        Storage::DynamoDb { table } => Arc::new(DynamoStore::new(&aws_config().await, table)),
+    })
+}
+
+/// Which entrypoint is starting: they resolve an unset `BATCHES_AUTH` differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entrypoint {
+    /// In Lambda the API is on the internet: keys are required.
+    Lambda,
+    /// On a laptop: open until the first key is created, keys required after.
+    Local,
+}
+
+/// The authenticator for `config`, with an unset mode resolved for `entrypoint`.
+pub async fn authenticator(
+    config: &Config,
+    stores: &Stores,
+    entrypoint: Entrypoint,
+) -> Result<Authenticator, InitError> {
+    let resolved = match (&config.auth, entrypoint) {
+        (AuthConfig::Unset { cache_ttl }, Entrypoint::Lambda) => AuthConfig::ApiKeys {
+            cache_ttl: *cache_ttl,
+        },
+        (AuthConfig::Unset { cache_ttl }, Entrypoint::Local) => {
+            let keys = stores.keys.list_keys(None).await?;
+            if keys.iter().any(|key| key.is_active()) {
+                AuthConfig::ApiKeys {
+                    cache_ttl: *cache_ttl,
+                }
+            } else {
+                AuthConfig::Open
+            }
+        }
+        (chosen, _) => chosen.clone(),
+    };
+    Ok(Authenticator::new(&resolved, Arc::clone(&stores.keys)))
+}
+
+pub fn api_state(
+    config: &Config,
+    stores: &Stores,
+    work: Option<Arc<dyn WorkQueue>>,
+    auth: Authenticator,
+) -> AppState {
     AppState {
         batches: Arc::clone(&stores.batches),
         files: Arc::clone(&stores.files),
         blobs: Arc::clone(&stores.blobs),
         work,
         clock: Arc::new(SystemClock),
-        auth: Arc::new(Authenticator::new(&config.auth)),
+        auth: Arc::new(auth),
         retention_secs: config.retention_secs(),
         file_settings: api::FileSettings {
             inline_content_max_bytes: config.inline_content_max_bytes,
@@ -129,7 +181,9 @@ pub fn worker(
 /// the work, so a crash after a create loses nothing.
 pub async fn lambda_router(config: &Config) -> Result<Router, InitError> {
     let stores = Stores::open(config).await?;
-    Ok(api::router(api_state(config, &stores, None)))
+    let auth = authenticator(config, &stores, Entrypoint::Lambda).await?;
+    tracing::info!(auth = auth.mode(), "API ready");
+    Ok(api::router(api_state(config, &stores, None, auth)))
 }
 
 /// The queue the worker Lambda reads and the stream handler writes.
@@ -144,9 +198,19 @@ pub async fn lambda_worker(config: &Config) -> Result<Worker, InitError> {
     worker(config, &stores, queue, Arc::new(SystemClock))
 }
 
-/// The local all-in-one server: the Router plus an in-process worker.
-pub async fn local_server(config: &Config) -> Result<Router, InitError> {
+/// The local all-in-one server: the Router (plus an in-process worker), and
+/// the auth mode it runs in.
+pub struct LocalServer {
+    pub router: Router,
+    pub auth_mode: &'static str,
+    /// Every request is served, unauthenticated, as the `default` tenant.
+    pub open: bool,
+}
+
+pub async fn local_server(config: &Config) -> Result<LocalServer, InitError> {
     let stores = Stores::open(config).await?;
+    let auth = authenticator(config, &stores, Entrypoint::Local).await?;
+    let (auth_mode, open) = (auth.mode(), auth.is_open());
     let (queue, items) = local_queue(config, &stores).await;
     let worker = Arc::new(worker(
         config,
@@ -157,7 +221,11 @@ pub async fn local_server(config: &Config) -> Result<Router, InitError> {
     if let Some(items) = items {
         crate::worker::local::spawn(worker, items);
     }
-    Ok(api::router(api_state(config, &stores, Some(queue))))
+    Ok(LocalServer {
+        router: api::router(api_state(config, &stores, Some(queue), auth)),
+        auth_mode,
+        open,
+    })
 }
 
 async fn local_queue(

@@ -6,7 +6,10 @@
 //! | `BATCHES_HOST`           | `127.0.0.1`         | local server bind address |
 //! | `BATCHES_DATA_DIR`       | `./.lambda-batches` | embedded store directory (when `BATCHES_TABLE` is unset) |
 //! | `BATCHES_TABLE`          | unset               | DynamoDB table; set it to use DynamoDB instead of the embedded store |
-//! | `BATCHES_API_KEYS`       | unset               | static `key:tenant,...` map; unset means no auth, one `default` tenant |
+//! | `BATCHES_AUTH`           | see meaning         | `api-keys` (hashed keys managed with `lambda-batches keys`), `jwt` (tenant from an API Gateway JWT authorizer claim) or `none` (one `default` tenant). Unset: static keys if `BATCHES_API_KEYS` is set; else `api-keys` in Lambda, and locally `api-keys` once the store holds an active key, `none` before |
+//! | `BATCHES_API_KEYS`       | unset               | development and tests only: a static `key:tenant,...` map, used when `BATCHES_AUTH` is unset |
+//! | `BATCHES_AUTH_CACHE_SECS`| `30`                | how long an API-key lookup (found or not) is cached, at most `60`: a revoked key stops working within this time |
+//! | `BATCHES_JWT_TENANT_CLAIM` | `sub`             | `jwt` mode: the claim of `requestContext.authorizer.jwt.claims` that names the tenant |
 //! | `BATCHES_RETENTION_DAYS` | `30`                | how long a batch record, and so its idempotency key, is kept |
 //! | `BATCHES_BUCKET`         | unset               | S3 bucket for file bytes; unset keeps them under `BATCHES_DATA_DIR/files` |
 //! | `BATCHES_QUEUE_URL`      | unset               | SQS queue of batch work; unset runs the work in-process |
@@ -28,6 +31,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::domain::{Quotas, TenantId};
 
@@ -118,11 +122,21 @@ pub enum Storage {
 
 #[derive(Clone, PartialEq, Eq)]
 pub enum AuthConfig {
-    /// No authentication: every request belongs to the `default` tenant.
+    /// No authentication: every request belongs to the `default` tenant (`BATCHES_AUTH=none`).
     Open,
     /// A static key → tenant map, for development and tests.
     StaticKeys(Vec<(String, TenantId)>),
+    /// Keys managed with `lambda-batches keys`, stored hashed (`BATCHES_AUTH=api-keys`).
+    ApiKeys { cache_ttl: Duration },
+    /// The tenant is a claim that API Gateway's JWT authorizer verified (`BATCHES_AUTH=jwt`).
+    Jwt { tenant_claim: String },
+    /// Nothing chosen: the entrypoint decides. Lambda requires API keys; the
+    /// local server requires them once the store holds one, and is open before.
+    Unset { cache_ttl: Duration },
 }
+
+/// Revocation must take effect within a minute, cache included.
+pub const MAX_AUTH_CACHE_SECS: u64 = 60;
 
 // Never print the keys themselves.
 impl std::fmt::Debug for AuthConfig {
@@ -130,6 +144,9 @@ impl std::fmt::Debug for AuthConfig {
         match self {
             Self::Open => f.write_str("Open"),
             Self::StaticKeys(keys) => write!(f, "StaticKeys({} keys)", keys.len()),
+            Self::ApiKeys { cache_ttl } => write!(f, "ApiKeys {{ cache_ttl: {cache_ttl:?} }}"),
+            Self::Jwt { tenant_claim } => write!(f, "Jwt {{ tenant_claim: {tenant_claim:?} }}"),
+            Self::Unset { cache_ttl } => write!(f, "Unset {{ cache_ttl: {cache_ttl:?} }}"),
         }
     }
 }
@@ -236,10 +253,7 @@ impl Config {
             stuck_after_secs: number(&get, "BATCHES_STUCK_AFTER_SECS", 300, 0..=86_400)?,
             interval_secs: number(&get, "BATCHES_RECONCILE_INTERVAL_SECS", 60, 1..=86_400)?,
         };
-        let auth = match get("BATCHES_API_KEYS") {
-            Some(map) => AuthConfig::StaticKeys(parse_key_map(&map)?),
-            None => AuthConfig::Open,
-        };
+        let auth = auth(&get)?;
         let retention_days = number(&get, "BATCHES_RETENTION_DAYS", 30, 1..=36_500)?;
         let inline_content_max_bytes = number(
             &get,
@@ -290,6 +304,43 @@ impl Config {
 
     pub fn retention_secs(&self) -> i64 {
         i64::from(self.retention_days) * 86_400
+    }
+}
+
+fn auth(get: &impl Fn(&str) -> Option<String>) -> Result<AuthConfig, ConfigError> {
+    let cache_ttl = Duration::from_secs(number(
+        get,
+        "BATCHES_AUTH_CACHE_SECS",
+        30,
+        0..=MAX_AUTH_CACHE_SECS,
+    )?);
+    let static_keys = get("BATCHES_API_KEYS")
+        .map(|map| parse_key_map(&map))
+        .transpose()?;
+    let mode = get("BATCHES_AUTH").map(|m| m.trim().to_string());
+    match (mode.as_deref(), static_keys) {
+        (None, Some(keys)) => Ok(AuthConfig::StaticKeys(keys)),
+        (None, None) => Ok(AuthConfig::Unset { cache_ttl }),
+        // A development key map beside a production mode is a mistake to
+        // report, not a choice to guess.
+        (Some(mode), Some(_)) => Err(ConfigError {
+            variable: "BATCHES_API_KEYS",
+            reason: format!(
+                "the static key map is for development and tests and only applies when BATCHES_AUTH is unset (it is {mode:?})"
+            ),
+        }),
+        (Some("api-keys"), None) => Ok(AuthConfig::ApiKeys { cache_ttl }),
+        (Some("none"), None) => Ok(AuthConfig::Open),
+        (Some("jwt"), None) => {
+            let tenant_claim = get("BATCHES_JWT_TENANT_CLAIM")
+                .map(|c| c.trim().to_string())
+                .unwrap_or_else(|| "sub".to_string());
+            Ok(AuthConfig::Jwt { tenant_claim })
+        }
+        (Some(other), None) => Err(ConfigError {
+            variable: "BATCHES_AUTH",
+            reason: format!("expected api-keys, jwt or none, got {other:?}"),
+        }),
     }
 }
 
@@ -368,7 +419,12 @@ mod tests {
                 data_dir: "./.lambda-batches".into()
             }
         );
-        assert_eq!(c.auth, AuthConfig::Open);
+        assert_eq!(
+            c.auth,
+            AuthConfig::Unset {
+                cache_ttl: Duration::from_secs(30)
+            }
+        );
         assert_eq!(c.retention_secs(), 30 * 86_400);
         assert_eq!(
             c.blobs,
@@ -429,10 +485,45 @@ mod tests {
             ("BATCHES_MAX_IN_FLIGHT_REQUESTS", "0"),
             ("BATCHES_MAX_BATCHES_IN_FLIGHT", "-1"),
             ("BATCHES_MAX_ENQUEUED_LINES", "lots"),
+            ("BATCHES_AUTH", "basic"),
+            ("BATCHES_AUTH_CACHE_SECS", "61"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");
         }
+    }
+
+    #[test]
+    fn the_auth_mode_is_chosen_explicitly_or_left_to_the_entrypoint() {
+        let mode = |vars: &[(&str, &str)]| config(vars).map(|c| c.auth);
+        let ttl = |secs| Duration::from_secs(secs);
+        assert_eq!(
+            mode(&[
+                ("BATCHES_AUTH", "api-keys"),
+                ("BATCHES_AUTH_CACHE_SECS", "5")
+            ])
+            .unwrap(),
+            AuthConfig::ApiKeys { cache_ttl: ttl(5) }
+        );
+        assert_eq!(mode(&[("BATCHES_AUTH", "none")]).unwrap(), AuthConfig::Open);
+        assert_eq!(
+            mode(&[("BATCHES_AUTH", "jwt")]).unwrap(),
+            AuthConfig::Jwt {
+                tenant_claim: "sub".into()
+            }
+        );
+        assert_eq!(
+            mode(&[
+                ("BATCHES_AUTH", "jwt"),
+                ("BATCHES_JWT_TENANT_CLAIM", "custom:org")
+            ])
+            .unwrap(),
+            AuthConfig::Jwt {
+                tenant_claim: "custom:org".into()
+            }
+        );
+        let err = mode(&[("BATCHES_AUTH", "api-keys"), ("BATCHES_API_KEYS", "k:t")]).unwrap_err();
+        assert_eq!(err.variable, "BATCHES_API_KEYS");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! through a [`store`] port and comes back as a domain value that `api` renders.
 //! [`app`] is the composition root shared by the Lambda and local entrypoints.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod clock;

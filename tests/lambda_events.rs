@@ -123,3 +123,89 @@ async fn given_an_event_with_a_base64_body_when_answered_then_the_router_gets_th
         serde_json::from_str(response["body"].as_str().expect("a text body")).expect("JSON");
     assert_eq!(batch["metadata"]["project"], "demo");
 }
+
+/// The JWT sample with its authorizer claims edited (or removed, with `None`).
+fn jwt_event_with_claims(claims: Option<serde_json::Value>) -> lambda_http::Request {
+    let path = format!(
+        "{}/events/create_batch_jwt.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("the JWT sample"))
+            .expect("JSON");
+    match claims {
+        Some(claims) => json["requestContext"]["authorizer"]["jwt"]["claims"] = claims,
+        None => {
+            json["requestContext"]
+                .as_object_mut()
+                .expect("a request context")
+                .remove("authorizer");
+        }
+    }
+    lambda_http::request::from_str(&json.to_string()).expect("still an API Gateway event")
+}
+
+async fn send_request(app: &TestApp, request: lambda_http::Request) -> common::TestResponse {
+    let (parts, body) = request.into_parts();
+    app.send(axum::http::Request::from_parts(
+        parts,
+        axum::body::Body::new(body),
+    ))
+    .await
+}
+
+fn jwt_app_auth(claim: &str) -> lambda_batches::config::AuthConfig {
+    lambda_batches::config::AuthConfig::Jwt {
+        tenant_claim: claim.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn given_jwt_mode_when_the_authorizer_verified_a_token_then_its_sub_claim_is_the_tenant() {
+    let app = TestApp::spawn_with_auth(Backend::Embedded, jwt_app_auth("sub")).await;
+
+    let created = send(&app, "create_batch_jwt.json").await;
+
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let acme = TenantId::parse("acme-prod").expect("tenant");
+    let id = lambda_batches::domain::BatchId::parse(&created.id()).expect("a batch id");
+    let now = common::START_MS / 1000;
+    assert!(app.store.get(&acme, &id, now).await.expect("get").is_some());
+    let default = TenantId::default_tenant();
+    assert!(app
+        .store
+        .get(&default, &id, now)
+        .await
+        .expect("get")
+        .is_none());
+}
+
+#[tokio::test]
+async fn given_jwt_mode_when_the_configured_claim_names_the_tenant_then_that_claim_is_used() {
+    let app = TestApp::spawn_with_auth(Backend::Embedded, jwt_app_auth("custom:tenant")).await;
+    let claims = serde_json::json!({"sub": "someone", "custom:tenant": "team-b"});
+
+    let created = send_request(&app, jwt_event_with_claims(Some(claims))).await;
+
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let id = lambda_batches::domain::BatchId::parse(&created.id()).expect("a batch id");
+    let team_b = TenantId::parse("team-b").expect("tenant");
+    let stored = app.store.get(&team_b, &id, common::START_MS / 1000).await;
+    assert!(stored.expect("get").is_some());
+}
+
+#[tokio::test]
+async fn given_jwt_mode_when_the_claim_is_missing_or_not_a_tenant_name_then_401() {
+    let app = TestApp::spawn_with_auth(Backend::Embedded, jwt_app_auth("sub")).await;
+    for claims in [
+        None,
+        Some(serde_json::json!({})),
+        Some(serde_json::json!({"aud": "lambda-batches"})),
+        Some(serde_json::json!({"sub": "a tenant/with spaces"})),
+        Some(serde_json::json!({"sub": ""})),
+    ] {
+        let response = send_request(&app, jwt_event_with_claims(claims.clone())).await;
+        let error = response.expect_error(StatusCode::UNAUTHORIZED);
+        assert_eq!(error["code"], "invalid_api_key", "{claims:?}");
+    }
+}

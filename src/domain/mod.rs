@@ -1,6 +1,7 @@
 //! The pure domain: batch model, status machine, create-request validation and
 //! the idempotency fingerprint. No I/O, no HTTP, no AWS types.
 
+pub mod api_key;
 pub mod batch;
 pub mod batch_file;
 pub mod create;

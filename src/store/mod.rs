@@ -8,6 +8,7 @@
 pub mod dynamodb;
 pub mod embedded;
 pub mod files;
+pub mod keys;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -160,6 +161,9 @@ pub enum StoreError {
     Write(String),
     #[error("embedded store writer thread stopped")]
     WriterStopped,
+    /// One failure reported to every request that waited on the same lookup.
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
 }
 
 #[async_trait]

@@ -54,6 +54,7 @@ use lambda_batches::queue::WorkQueue;
 use lambda_batches::store::dynamodb::{DynamoStore, RequestCounter};
 use lambda_batches::store::embedded::EmbeddedStore;
 use lambda_batches::store::files::FileStore;
+use lambda_batches::store::keys::KeyStore;
 use lambda_batches::store::BatchStore;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -168,6 +169,8 @@ impl TestApp {
     }
 
     /// An app over `stores` with its own file settings (lowered limits).
+    /// Stored API keys (if `auth` asks for them) come from an empty store:
+    /// tests of managed keys use [`TestApp::with_key_store`].
     pub fn with_file_settings(
         stores: TestStores,
         auth: AuthConfig,
@@ -180,9 +183,27 @@ impl TestApp {
     }
 
     /// An app over `stores` whose state `adjust` changes first (limits, settings).
+    /// Stored API keys (if `auth` asks for them) come from an empty store:
+    /// tests of managed keys use [`TestApp::with_key_store`].
     pub fn with_state(
         stores: TestStores,
         auth: AuthConfig,
+        work: Option<Arc<dyn WorkQueue>>,
+        adjust: impl FnOnce(&mut AppState),
+    ) -> Self {
+        let no_keys: Arc<dyn KeyStore> =
+            Arc::new(EmbeddedStore::in_memory().expect("in-memory store"));
+        Self::with_authenticator(stores, Authenticator::new(&auth, no_keys), work, adjust)
+    }
+
+    /// An app whose API keys are checked against `keys`, as `auth` says.
+    pub fn with_key_store(stores: TestStores, auth: AuthConfig, keys: Arc<dyn KeyStore>) -> Self {
+        Self::with_authenticator(stores, Authenticator::new(&auth, keys), None, |_| {})
+    }
+
+    pub fn with_authenticator(
+        stores: TestStores,
+        authenticator: Authenticator,
         work: Option<Arc<dyn WorkQueue>>,
         adjust: impl FnOnce(&mut AppState),
     ) -> Self {
@@ -193,7 +214,7 @@ impl TestApp {
             blobs: Arc::clone(&stores.blobs),
             work,
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
-            auth: Arc::new(Authenticator::new(&auth)),
+            auth: Arc::new(authenticator),
             retention_secs: RETENTION_SECS,
             file_settings: FileSettings::default(),
             max_in_flight_requests: lambda_batches::config::DEFAULT_MAX_IN_FLIGHT_REQUESTS,
@@ -405,6 +426,14 @@ pub async fn sdk_config(backend: Backend) -> aws_config::SdkConfig {
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
         .load()
         .await
+}
+
+/// A fresh key store of one backend (its own table for DynamoDB backends).
+pub async fn fresh_key_store(backend: Backend) -> Arc<dyn KeyStore> {
+    match backend {
+        Backend::Embedded => Arc::new(EmbeddedStore::in_memory().expect("in-memory store")),
+        Backend::Moto | Backend::Dynalite => Arc::new(fresh_dynamo_store(backend).await),
+    }
 }
 
 pub async fn fresh_dynamo_store(backend: Backend) -> DynamoStore {

@@ -29,8 +29,10 @@ use crate::domain::{
 };
 
 mod files;
+mod keys;
 mod quota;
 
+pub use keys::KEYS_PARTITION;
 use quota::Slot;
 pub use quota::USAGE_ID;
 

@@ -18,6 +18,7 @@ use super::{
 use crate::domain::{BatchId, BatchStatus, QuotaExceeded, Quotas, TenantId, Transition};
 
 mod files;
+mod keys;
 
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -221,6 +222,7 @@ impl EmbeddedStore {
         migrate(&conn)?;
         conn.execute_batch(SCHEMA)?;
         files::init(&conn)?;
+        keys::init(&conn)?;
         let checkpointer = match file {
             Some(path) => {
                 let checkpoints = Connection::open(path)?;
