@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test crate uses a different part of these helpers
 
+pub mod binary;
 pub mod files;
 
 /// Runs each listed case, an `async fn(Backend)` of the calling test file, once
