@@ -209,3 +209,36 @@ async fn given_jwt_mode_when_the_claim_is_missing_or_not_a_tenant_name_then_401(
         assert_eq!(error["code"], "invalid_api_key", "{claims:?}");
     }
 }
+
+/// With `AuthMode=jwt` API Gateway checks the token on every operation of the
+/// API's OpenAPI body; a route added to the function's events but not there
+/// would skip the check (and the function would answer 401 for want of claims).
+#[test]
+fn given_the_template_then_every_http_api_route_carries_the_jwt_security_requirement() {
+    let template: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml"))
+            .expect("template.yaml"),
+    )
+    .expect("YAML");
+    let paths = &template["Resources"]["BatchesApi"]["Properties"]["DefinitionBody"]["paths"];
+    let events = template["Resources"]["BatchesApiFunction"]["Properties"]["Events"]
+        .as_mapping()
+        .expect("events");
+    let mut routes = 0;
+    for (name, event) in events {
+        if event["Type"].as_str() != Some("HttpApi") {
+            continue;
+        }
+        let path = event["Properties"]["Path"].as_str().expect("a path");
+        let method = match event["Properties"]["Method"].as_str().expect("a method") {
+            "ANY" => "x-amazon-apigateway-any-method".to_string(),
+            other => other.to_lowercase(),
+        };
+        assert!(
+            paths[path][method.as_str()].get("security").is_some(),
+            "event {name:?} ({method} {path}) has no security requirement in BatchesApi's DefinitionBody"
+        );
+        routes += 1;
+    }
+    assert!(routes >= 5, "the template's routes were not found");
+}
