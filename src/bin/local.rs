@@ -85,7 +85,17 @@ type AnyError = Box<dyn std::error::Error>;
 async fn serve(config: Config) -> Result<(), AnyError> {
     telemetry::init(LogFormat::Text);
     let server = lambda_batches::app::local_server(&config).await?;
-    let listener = tokio::net::TcpListener::bind((config.host, config.port)).await?;
+    let listener = tokio::net::TcpListener::bind((config.host, config.port))
+        .await
+        // The kind (`AddrInUse`, …) is what scripts and tests match on.
+        .map_err(|e| {
+            format!(
+                "cannot listen on {}:{}: {e} ({:?})",
+                config.host,
+                config.port,
+                e.kind()
+            )
+        })?;
     let address = listener.local_addr()?;
     tracing::info!(%address, storage = ?config.storage, auth = server.auth_mode, "lambda-batches listening");
     if server.open && !config.host.is_loopback() {
