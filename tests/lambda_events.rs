@@ -242,3 +242,26 @@ fn given_the_template_then_every_http_api_route_carries_the_jwt_security_require
     }
     assert!(routes >= 5, "the template's routes were not found");
 }
+
+#[tokio::test]
+async fn given_jwt_mode_when_the_api_lambda_handler_answers_the_jwt_sample_then_the_claim_is_the_tenant(
+) {
+    let app = TestApp::spawn_with_auth(Backend::Embedded, jwt_app_auth("sub")).await;
+    let path = format!(
+        "{}/events/create_batch_jwt.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let event: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("event")).expect("JSON");
+
+    let response = answer(&app, &event).await;
+
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let batch: serde_json::Value =
+        serde_json::from_str(response["body"].as_str().expect("a text body")).expect("JSON");
+    let id = lambda_batches::domain::BatchId::parse(batch["id"].as_str().expect("an id"))
+        .expect("a batch id");
+    let acme = TenantId::parse("acme-prod").expect("tenant");
+    let stored = app.store.get(&acme, &id, common::START_MS / 1000).await;
+    assert!(stored.expect("get").is_some());
+}

@@ -45,11 +45,11 @@ impl App {
         let blobs = Arc::new(LocalBlobStore::open_dir(blob_dir.path()).expect("blob dir"));
         let router = api::router(AppState {
             batches: store.clone(),
-            files: store,
+            files: store.clone(),
             blobs,
             work: None,
             clock: Arc::new(ManualClock::starting_at_ms(START_MS)),
-            auth: Arc::new(Authenticator::new(&AuthConfig::Open)),
+            auth: Arc::new(Authenticator::new(&AuthConfig::Open, store)),
             retention_secs: 30 * 86_400,
             file_settings: FileSettings::default(),
             max_in_flight_requests: lambda_batches::config::DEFAULT_MAX_IN_FLIGHT_REQUESTS,
