@@ -728,3 +728,31 @@ async fn given_fake_answers_when_their_usage_is_added_up_then_the_batch_total_is
     );
     assert!(total.total_tokens > 0);
 }
+
+#[tokio::test]
+async fn given_an_upstream_redirect_when_a_line_runs_then_it_is_not_followed() {
+    // Where a followed redirect would land: it counts every request it gets.
+    let landed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&landed);
+    let elsewhere = serve(Router::new().fallback(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { "{}" }
+    }))
+    .await;
+    let target = format!("{elsewhere}/internal");
+    let upstream = serve(Router::new().route(
+        "/v1/chat/completions",
+        post(move || {
+            let target = target.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [("location", target)]) }
+        }),
+    ))
+    .await;
+
+    let execution = client_for(upstream, Some("sk-upstream"))
+        .execute(CHAT, &chat("hi"), &fast(1), None)
+        .await;
+
+    assert!(!execution.outcome.is_success(), "{execution:?}");
+    assert_eq!(landed.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

@@ -43,6 +43,9 @@ pub struct UpstreamClient {
 impl UpstreamClient {
     pub fn new(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
         let http = reqwest::Client::builder()
+            // The upstream is the operator's; a redirect from it to anywhere
+            // else (an internal address, say) is not followed.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;

@@ -55,7 +55,6 @@ struct ShardLine {
 #[derive(Deserialize)]
 struct RequestLine {
     custom_id: String,
-    url: String,
     body: serde_json::Value,
 }
 
@@ -215,7 +214,11 @@ impl Worker {
                     Some(
                         self.upstream
                             .execute(
-                                &request.url,
+                                // The batch's endpoint, one of a fixed set, not
+                                // the line's own `url`: nothing in a file picks
+                                // where a request goes (validation already
+                                // refused lines whose `url` differs).
+                                &record.batch.endpoint,
                                 &request.body,
                                 &self.execution.retry,
                                 line_deadline,
