@@ -148,15 +148,7 @@ impl DynamoStore {
 #[async_trait]
 impl FileStore for DynamoStore {
     async fn create_file(&self, record: &FileRecord) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item(record)?))
-            .condition_expression("attribute_not_exists(id)")
-            .send()
-            .await
-            .map_err(|e| dynamo_error("PutItem", e))?;
-        Ok(())
+        self.put_if_absent(to_item(record)?).await
     }
 
     async fn get_file(
@@ -298,15 +290,7 @@ impl FileStore for DynamoStore {
     }
 
     async fn create_upload(&self, record: &UploadRecord) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(upload_to_item(record)?))
-            .condition_expression("attribute_not_exists(id)")
-            .send()
-            .await
-            .map_err(|e| dynamo_error("PutItem", e))?;
-        Ok(())
+        self.put_if_absent(upload_to_item(record)?).await
     }
 
     async fn get_upload(

@@ -128,15 +128,7 @@ impl DynamoStore {
 #[async_trait]
 impl KeyStore for DynamoStore {
     async fn create_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item(record)?))
-            .condition_expression("attribute_not_exists(id)")
-            .send()
-            .await
-            .map_err(|e| dynamo_error("PutItem", e))?;
-        Ok(())
+        self.put_if_absent(to_item(record)?).await
     }
 
     async fn list_keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKeyRecord>, StoreError> {

@@ -255,6 +255,22 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// Writes an item whose key must be new: a record that is never replaced,
+    /// whose ids are random (a clash is a bug, reported as an error).
+    pub(crate) async fn put_if_absent(&self, item: Item) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await
+            .map_err(|e| dynamo_error("PutItem", e))?;
+        Ok(())
+    }
+}
+
 pub(crate) fn dynamo_error<E>(
     operation: &'static str,
     error: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
