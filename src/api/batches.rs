@@ -35,11 +35,9 @@ pub const REPLAYED_HEADER: &str = "idempotent-replayed";
     responses(
         (status = 200, description = "The new batch, or the stored one for a replayed idempotency key (with `idempotent-replayed: true`)", body = Batch),
         (status = 400, description = "Invalid body or key", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 409, description = "The idempotency key was used with different parameters", body = ErrorResponse),
         (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
         (status = 429, description = "A quota of the tenant (batches in flight, enqueued lines) is used up; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
-        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 /// `POST /v1/batches`: one conditional write decides between create and replay.
@@ -144,9 +142,7 @@ fn idempotency_key(
     params(("batch_id" = String, Path, description = "The batch id")),
     responses(
         (status = 200, description = "The batch", body = Batch),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 404, description = "No such batch for this tenant", body = ErrorResponse),
-        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 /// `GET /v1/batches/{batch_id}`
@@ -171,10 +167,8 @@ pub async fn retrieve(
     params(("batch_id" = String, Path, description = "The batch id")),
     responses(
         (status = 200, description = "The batch, `cancelling` (or already `cancelling` or `cancelled`)", body = Batch),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 404, description = "No such batch for this tenant", body = ErrorResponse),
         (status = 409, description = "The batch has finished or is finalizing", body = ErrorResponse),
-        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 /// `POST /v1/batches/{batch_id}/cancel`: `validating` or `in_progress` → `cancelling`.
@@ -260,8 +254,6 @@ pub const MAX_LIST_LIMIT: usize = 100;
     responses(
         (status = 200, description = "A page of batches, newest first", body = BatchList),
         (status = 400, description = "Invalid `limit`, or an unknown `after`", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
-        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 /// `GET /v1/batches?after=&limit=`: newest first, one store page per call.

@@ -68,9 +68,7 @@ impl Form {
     responses(
         (status = 200, description = "The stored file", body = FileObject),
         (status = 400, description = "Invalid form, purpose, expiry or file (a `batch` file that is not valid JSONL)", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 413, description = "Body over the limit of the route", body = ErrorResponse),
-        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 /// `POST /v1/files`, multipart: `file`, `purpose`, optional `expires_after`.
@@ -276,9 +274,7 @@ fn file_id(path: Result<Path<String>, PathRejection>) -> Result<FileId, ApiError
     params(("file_id" = String, Path, description = "The file id")),
     responses(
         (status = 200, description = "The file", body = FileObject),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 404, description = "No such file for this tenant", body = ErrorResponse),
-        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 /// `GET /v1/files/{file_id}`
@@ -307,9 +303,7 @@ pub async fn retrieve(
     responses(
         (status = 200, description = "The file's bytes", body = BinaryContent, content_type = "application/octet-stream"),
         (status = 307, description = "Above the inline limit, in S3: a presigned URL valid for 5 minutes", headers(("location" = String, description = "The presigned URL"))),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 404, description = "No such file for this tenant", body = ErrorResponse),
-        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 /// `GET /v1/files/{file_id}/content`: the bytes, streamed; or, above the
@@ -375,9 +369,7 @@ pub async fn content(
     params(("file_id" = String, Path, description = "The file id")),
     responses(
         (status = 200, description = "The file and its bytes are deleted", body = Deleted),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 404, description = "No such file for this tenant", body = ErrorResponse),
-        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 /// `DELETE /v1/files/{file_id}`: the record, then the bytes.
@@ -455,8 +447,6 @@ pub const MAX_LIST_LIMIT: usize = 10_000;
     responses(
         (status = 200, description = "A page of files", body = FileList),
         (status = 400, description = "Invalid `purpose`, `limit` or `order`, or an unknown `after`", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
-        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 /// `GET /v1/files?purpose=&limit=&order=&after=`

@@ -22,7 +22,7 @@ use tower::load_shed::error::Overloaded;
 use tower::load_shed::LoadShedLayer;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
@@ -116,10 +116,12 @@ fn public_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI 3.1 document of every route `router` serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let mut document = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(api_routes())
         .merge(public_routes())
-        .into_openapi()
+        .into_openapi();
+    openapi::GuardedAnswers.modify(&mut document);
+    document
 }
 
 /// The routes and their body limits (README, "Limits"): JSON routes take

@@ -14,9 +14,10 @@ use std::sync::LazyLock;
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Deserialize;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::RefOr;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::domain::create::{MAX_METADATA_KEY_CHARS, MAX_METADATA_PAIRS, MAX_METADATA_VALUE_CHARS};
@@ -56,6 +57,54 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The answers of the layers around every authenticated operation (the key
+/// check and the in-flight cap), added here once rather than on each handler.
+/// An operation with its own `security` (`security(())`) is outside those layers.
+/// Applied to the merged document (`super::openapi`): the operations arrive
+/// from the routes after `ApiDoc`'s own modifiers have run.
+pub(super) struct GuardedAnswers;
+
+impl Modify for GuardedAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error = || {
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorResponse")))
+                .build()
+        };
+        let unauthorized = ResponseBuilder::new()
+            .description("Missing or wrong API key")
+            .content("application/json", error())
+            .build();
+        let overloaded = ResponseBuilder::new()
+            .description("Over the cap on requests in flight; retry after `retry-after` seconds")
+            .content("application/json", error())
+            .header(
+                "retry-after",
+                HeaderBuilder::new()
+                    .schema(u64::schema())
+                    .description(Some("Seconds to wait before retrying"))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                if operation.security.is_none() {
+                    let answers = &mut operation.responses.responses;
+                    answers.insert("401".into(), unauthorized.clone().into());
+                    answers.insert("503".into(), overloaded.clone().into());
+                }
+            }
+        }
     }
 }
 

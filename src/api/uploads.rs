@@ -40,9 +40,7 @@ pub const MAX_PART_BODY_BYTES: usize = MAX_PART_BYTES + 64 * 1024;
     responses(
         (status = 200, description = "The new upload, `pending` for an hour", body = Upload),
         (status = 400, description = "Invalid body", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
-        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 /// `POST /v1/uploads`
@@ -108,11 +106,9 @@ fn not_pending(upload: Upload, action: &'static str) -> ApiError {
     responses(
         (status = 200, description = "The stored part", body = UploadPart),
         (status = 400, description = "Invalid form", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 404, description = "No such upload for this tenant", body = ErrorResponse),
         (status = 409, description = "The upload is no longer pending", body = ErrorResponse),
         (status = 413, description = "A part over 64 MB", body = ErrorResponse),
-        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 /// `POST /v1/uploads/{upload_id}/parts`, multipart with one `data` field.
@@ -214,11 +210,9 @@ pub async fn add_part(
     responses(
         (status = 200, description = "The completed upload, with its file", body = Upload),
         (status = 400, description = "Invalid body, unknown parts, or a file that fails its checks", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 404, description = "No such upload for this tenant", body = ErrorResponse),
         (status = 409, description = "The upload is no longer pending", body = ErrorResponse),
         (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
-        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 /// `POST /v1/uploads/{upload_id}/complete` {part_ids, md5?}
@@ -328,10 +322,8 @@ pub async fn complete(
     params(("upload_id" = String, Path, description = "The upload id")),
     responses(
         (status = 200, description = "The upload, `cancelled`", body = Upload),
-        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 404, description = "No such upload for this tenant", body = ErrorResponse),
         (status = 409, description = "The upload is completed or expired", body = ErrorResponse),
-        (status = 503, description = "Over the cap on requests in flight; retry after `retry-after` seconds", body = ErrorResponse, headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
     ),
 )]
 /// `POST /v1/uploads/{upload_id}/cancel`: a cancelled upload stays cancelled
