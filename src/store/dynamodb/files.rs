@@ -9,12 +9,10 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde::{Deserialize, Serialize};
 
-use super::{dynamo_error, DynamoStore, Item};
+use super::{dynamo_error, send_guarded, DynamoStore, Guarded, Item};
 use crate::domain::upload::{ExpiresAfter, Upload, UploadId, UploadTransition};
 use crate::domain::{FileId, FileObject, TenantId};
 use crate::store::files::{
@@ -334,7 +332,7 @@ impl FileStore for DynamoStore {
         let condition = "attribute_exists(id) AND purge_at > :now \
                          AND #status = :pending AND #expires > :now";
         for _ in 0..MAX_ATTEMPTS {
-            let result = self
+            let request = self
                 .client
                 .update_item()
                 .table_name(&self.table)
@@ -343,32 +341,17 @@ impl FileStore for DynamoStore {
                 .condition_expression(condition)
                 .set_expression_attribute_names(Some(names.clone()))
                 .set_expression_attribute_values(Some(values.clone()))
-                .return_values(ReturnValue::AllNew)
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .send()
-                .await;
-            let returned = match result {
-                Ok(output) => {
-                    let item = output.attributes.unwrap_or_default();
+                .return_values(ReturnValue::AllNew);
+            let returned = match send_guarded(request).await? {
+                Guarded::Applied(item) => {
                     return Ok(UploadOutcome::Applied(Box::new(
                         upload_from_item(item)?.upload,
                     )));
                 }
-                Err(SdkError::ServiceError(failure)) => match failure.into_err() {
-                    UpdateItemError::ConditionalCheckFailedException(e) => e.item,
-                    other => {
-                        return Err(StoreError::DynamoDb {
-                            operation: "UpdateItem",
-                            source: Box::new(aws_sdk_dynamodb::Error::from(other)),
-                        })
-                    }
-                },
-                Err(other) => return Err(dynamo_error("UpdateItem", other)),
+                Guarded::Refused(old) => old,
             };
             // dynalite does not return the old item: read it once.
-            let current = match returned.filter(|item| !item.is_empty()) {
+            let current = match returned {
                 Some(item) => Some(upload_from_item(item)?).filter(|r| r.is_live(now_secs)),
                 None => self.get_upload_item(tenant, id.as_str(), now_secs).await?,
             };

@@ -12,12 +12,10 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde::{Deserialize, Serialize};
 
-use super::{dynamo_error, DynamoStore, Item};
+use super::{dynamo_error, send_guarded, DynamoStore, Guarded, Item};
 use crate::domain::api_key::{ApiKeyHash, ApiKeyId, ApiKeyName, ApiKeyRecord};
 use crate::domain::TenantId;
 use crate::store::keys::{KeyStore, RevokeOutcome};
@@ -162,7 +160,7 @@ impl KeyStore for DynamoStore {
         if !found.is_active() {
             return Ok(RevokeOutcome::AlreadyRevoked(found));
         }
-        let result = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -171,26 +169,16 @@ impl KeyStore for DynamoStore {
             // Revoked once: a second revocation keeps the first time.
             .condition_expression("attribute_exists(id) AND attribute_not_exists(revoked_at)")
             .expression_attribute_values(":now", AttributeValue::N(now_secs.to_string()))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(output) => Ok(RevokeOutcome::Revoked(from_item(
-                output.attributes.unwrap_or_default(),
-            )?)),
-            // Revoked by someone else since the Query (key items are never deleted).
-            Err(SdkError::ServiceError(failure))
-                if matches!(
-                    failure.err(),
-                    UpdateItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                match self.get_key(&found.hash).await? {
-                    Some(record) => Ok(RevokeOutcome::AlreadyRevoked(record)),
-                    None => Ok(RevokeOutcome::NotFound),
-                }
-            }
-            Err(other) => Err(dynamo_error("UpdateItem", other)),
+            .return_values(ReturnValue::AllNew);
+        match send_guarded(request).await? {
+            Guarded::Applied(item) => Ok(RevokeOutcome::Revoked(from_item(item)?)),
+            // Revoked by someone else since the Query (key items are never
+            // deleted); read once where the server did not return the item.
+            Guarded::Refused(Some(item)) => Ok(RevokeOutcome::AlreadyRevoked(from_item(item)?)),
+            Guarded::Refused(None) => match self.get_key(&found.hash).await? {
+                Some(record) => Ok(RevokeOutcome::AlreadyRevoked(record)),
+                None => Ok(RevokeOutcome::NotFound),
+            },
         }
     }
 

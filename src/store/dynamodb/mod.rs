@@ -152,23 +152,9 @@ impl DynamoStore {
         request: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
         now_secs: i64,
     ) -> Result<Conditional, StoreError> {
-        let result = request
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let old = match result {
-            Ok(output) => return Ok(Conditional::Applied(output.attributes.unwrap_or_default())),
-            Err(SdkError::ServiceError(failure)) => match failure.into_err() {
-                UpdateItemError::ConditionalCheckFailedException(e) => e.item,
-                other => {
-                    return Err(StoreError::DynamoDb {
-                        operation: "UpdateItem",
-                        source: Box::new(aws_sdk_dynamodb::Error::from(other)),
-                    })
-                }
-            },
-            Err(other) => return Err(dynamo_error("UpdateItem", other)),
+        let old = match send_guarded(request.return_values(ReturnValue::AllNew)).await? {
+            Guarded::Applied(item) => return Ok(Conditional::Applied(item)),
+            Guarded::Refused(old) => old,
         };
         let current = match old {
             Some(item) => live_record(Some(item), now_secs)?,
@@ -268,6 +254,39 @@ impl DynamoStore {
             .await
             .map_err(|e| dynamo_error("PutItem", e))?;
         Ok(())
+    }
+}
+
+/// How a conditional `UpdateItem` ended.
+pub(crate) enum Guarded {
+    /// Written; the attributes its `ReturnValues` asked for.
+    Applied(Item),
+    /// The condition failed; the item as it stood where the server returns it
+    /// (DynamoDB and moto do, dynalite does not: `None`).
+    Refused(Option<Item>),
+}
+
+/// Sends a conditional `UpdateItem`, asking for the old item on a failed
+/// condition, and tells a refusal from an error.
+pub(crate) async fn send_guarded(
+    request: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+) -> Result<Guarded, StoreError> {
+    let result = request
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .send()
+        .await;
+    match result {
+        Ok(output) => Ok(Guarded::Applied(output.attributes.unwrap_or_default())),
+        Err(SdkError::ServiceError(failure)) => match failure.into_err() {
+            UpdateItemError::ConditionalCheckFailedException(e) => {
+                Ok(Guarded::Refused(e.item.filter(|item| !item.is_empty())))
+            }
+            other => Err(StoreError::DynamoDb {
+                operation: "UpdateItem",
+                source: Box::new(aws_sdk_dynamodb::Error::from(other)),
+            }),
+        },
+        Err(other) => Err(dynamo_error("UpdateItem", other)),
     }
 }
 

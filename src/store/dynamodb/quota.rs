@@ -16,9 +16,9 @@ use std::collections::HashSet;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
-use super::{dynamo_error, DynamoStore, Item, PENDING_INDEX};
+use super::{dynamo_error, send_guarded, DynamoStore, Guarded, Item, PENDING_INDEX};
 use crate::domain::{BatchId, QuotaExceeded, TenantId};
 use crate::store::StoreError;
 
@@ -100,29 +100,15 @@ impl DynamoStore {
             request = request
                 .expression_attribute_values(":max_lines", AttributeValue::N(max.to_string()));
         }
-        let result = request
+        let request = request
             .condition_expression(conditions.join(" AND "))
-            .return_values(ReturnValue::UpdatedOld)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(output) => Ok(Slot::Taken {
-                already: string_set(&output.attributes.unwrap_or_default(), "in_flight")
-                    .contains(id),
-            }),
-            Err(SdkError::ServiceError(failure))
-                if failure.err().is_conditional_check_failed_exception() =>
-            {
-                match failure.into_err() {
-                    UpdateItemError::ConditionalCheckFailedException(e) => {
-                        Ok(Slot::Refused(e.item))
-                    }
-                    _ => Ok(Slot::Refused(None)),
-                }
-            }
-            Err(other) => Err(dynamo_error("UpdateItem", other)),
-        }
+            .return_values(ReturnValue::UpdatedOld);
+        Ok(match send_guarded(request).await? {
+            Guarded::Applied(old) => Slot::Taken {
+                already: string_set(&old, "in_flight").contains(id),
+            },
+            Guarded::Refused(old) => Slot::Refused(old),
+        })
     }
 
     /// Which quota refused a slot, from the usage item as it was (read once
@@ -179,7 +165,7 @@ impl DynamoStore {
             return Ok(Err(exceeded));
         };
         let entry = reservation(id.as_str(), lines);
-        let result = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -191,21 +177,10 @@ impl DynamoStore {
             .expression_attribute_values(":entries", AttributeValue::Ss(vec![entry.clone()]))
             .expression_attribute_values(":entry", AttributeValue::S(entry))
             .expression_attribute_values(":lines", AttributeValue::N(lines.to_string()))
-            .expression_attribute_values(":room", AttributeValue::N(room.to_string()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let returned = match result {
-            Ok(_) => return Ok(Ok(())),
-            Err(SdkError::ServiceError(failure))
-                if failure.err().is_conditional_check_failed_exception() =>
-            {
-                match failure.into_err() {
-                    UpdateItemError::ConditionalCheckFailedException(e) => e.item,
-                    _ => None,
-                }
-            }
-            Err(other) => return Err(dynamo_error("UpdateItem", other)),
+            .expression_attribute_values(":room", AttributeValue::N(room.to_string()));
+        let returned = match send_guarded(request).await? {
+            Guarded::Applied(_) => return Ok(Ok(())),
+            Guarded::Refused(old) => old,
         };
         let usage = match returned {
             Some(item) => item,
