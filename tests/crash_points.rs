@@ -12,16 +12,16 @@
 
 #![cfg(feature = "fault-injection")]
 
+mod common;
 #[path = "../examples/fake_upstream.rs"]
 mod fake_upstream;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use common::binary::{free_port, wait_until, PATIENCE};
 use fake_upstream::{FakeConfig, FakeHandle};
 use lambda_batches::domain::{IdempotencyKey, TenantId};
 use serde_json::{json, Value};
@@ -33,8 +33,6 @@ const FAILING_EVERY: usize = 4;
 /// About four lines per shard and two per segment: three shards of two segments.
 const SHARD_BYTES: &str = "600";
 const SEGMENT_LINES: &str = "2";
-/// A hang guard for every wait, never a speed claim.
-const PATIENCE: Duration = Duration::from_secs(60);
 /// Once the batch has ended, how long a crash point after its last write may
 /// still take to fire before the test calls it never reached.
 const GRACE_AFTER_END: Duration = Duration::from_secs(3);
@@ -552,24 +550,4 @@ fn is_ended(batch: &Value) -> bool {
         batch["status"].as_str(),
         Some("completed" | "failed" | "cancelled" | "expired")
     )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Polls `condition` until it holds, for at most [`PATIENCE`].
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

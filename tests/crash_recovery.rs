@@ -4,79 +4,31 @@
 
 #![cfg(feature = "fault-injection")]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::binary::{BinaryEnv, Server};
+use common::Backend;
 use lambda_batches::domain::{IdempotencyKey, TenantId};
 use serde_json::{json, Value};
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-async fn start(data_dir: &std::path::Path, crash_at: Option<&str>) -> Server {
-    let port = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lambda-batches"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PORT", port.to_string())
-        .env("BATCHES_DATA_DIR", data_dir)
-        .env("BATCHES_STUCK_AFTER_SECS", "0")
-        .env("BATCHES_RECONCILE_INTERVAL_SECS", "1")
-        .env("UPSTREAM_BASE_URL", "http://127.0.0.1:9/v1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+/// The server on the embedded store of `env`, with the reconciler re-driving
+/// at once; `crash_at` names the crash point that kills it.
+async fn start(env: &BinaryEnv, crash_at: Option<&str>) -> Server {
+    let mut env = env.clone();
+    env.set("BATCHES_STUCK_AFTER_SECS", "0")
+        .set("BATCHES_RECONCILE_INTERVAL_SECS", "1")
+        .set("RUST_LOG", "warn");
     if let Some(point) = crash_at {
-        command.env("LB_CRASH_AT", point);
+        env.set("LB_CRASH_AT", point);
     }
-    let server = Server {
-        child: command.spawn().expect("start lambda-batches"),
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let health = format!("{}/health", server.base);
-    wait_until("the server answers /health", || async {
-        reqwest::get(&health)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
-    server
-}
-
-/// Polls `condition` for up to 60 s; the bound is a hang guard, not a speed claim.
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    env.serve().await
 }
 
 #[tokio::test]
 async fn given_a_crash_between_storing_and_announcing_a_batch_then_a_restart_still_validates_it() {
-    let data = tempfile::tempdir().expect("temp dir");
+    let env = BinaryEnv::fresh(Backend::Embedded).await;
     let client = reqwest::Client::new();
     let body = json!({"input_file_id": "file-missing", "endpoint": "/v1/chat/completions",
                       "completion_window": "24h", "idempotency_key": "crash-test"});
@@ -85,18 +37,18 @@ async fn given_a_crash_between_storing_and_announcing_a_batch_then_a_restart_sti
         .batch_id(&TenantId::default_tenant())
         .to_string();
 
-    let mut doomed = start(data.path(), Some("after_batch_stored")).await;
+    let mut doomed = start(&env, Some("after_batch_stored")).await;
     let create = client
         .post(format!("{}/v1/batches", doomed.base))
         .json(&body)
         .send()
         .await;
     assert!(create.is_err(), "the process died before answering");
-    let status = doomed.child.wait().expect("exit status");
+    let status = doomed.exit_status();
     assert!(!status.success(), "killed by the crash point: {status:?}");
 
     // Nothing announces the batch again: only the reconciler can find it.
-    let server = start(data.path(), None).await;
+    let server = start(&env, None).await;
     let url = format!("{}/v1/batches/{id}", server.base);
     let deadline = Instant::now() + Duration::from_secs(60);
     let batch = loop {

@@ -21,6 +21,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::domain::create::{MAX_METADATA_KEY_CHARS, MAX_METADATA_PAIRS, MAX_METADATA_VALUE_CHARS};
+use crate::domain::file::FilePurpose;
 use crate::domain::upload::MAX_PARTS;
 
 #[derive(OpenApi)]
@@ -262,23 +263,27 @@ pub enum ListOrder {
     Desc,
 }
 
-/// The purposes a client may upload with (every `FilePurpose` but `batch_output`).
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-enum UploadPurpose {
-    #[serde(rename = "batch")]
-    Batch,
-    #[serde(rename = "user_data")]
-    UserData,
-    #[serde(rename = "assistants")]
-    Assistants,
-    #[serde(rename = "fine-tune")]
-    FineTune,
-    #[serde(rename = "vision")]
-    Vision,
-    #[serde(rename = "evals")]
-    Evals,
+/// The purposes a client may upload with: every `FilePurpose` but
+/// `batch_output`, listed from the domain so the two cannot drift apart.
+struct UploadPurpose;
+
+impl PartialSchema for UploadPurpose {
+    fn schema() -> RefOr<Schema> {
+        let uploadable = FilePurpose::ALL
+            .into_iter()
+            .filter(|purpose| purpose.is_uploadable())
+            .map(FilePurpose::as_str);
+        ObjectBuilder::new()
+            .description(Some(
+                "The purposes a client may upload with (every `FilePurpose` but `batch_output`).",
+            ))
+            .schema_type(Type::String)
+            .enum_values(Some(uploadable))
+            .into()
+    }
 }
+
+impl ToSchema for UploadPurpose {}
 
 /// The form of `POST /v1/files`. Unknown fields are ignored.
 #[derive(Deserialize, ToSchema)]
@@ -287,7 +292,8 @@ pub struct CreateFileForm {
     /// The file; with `purpose=batch`, UTF-8 JSONL of at most 50,000 requests and 200 MB.
     #[schema(value_type = FormFile)]
     file: Vec<u8>,
-    purpose: UploadPurpose,
+    #[schema(value_type = UploadPurpose)]
+    purpose: String,
     #[serde(rename = "expires_after[anchor]")]
     #[schema(nullable = false)]
     expires_after_anchor: Option<Anchor>,
@@ -304,7 +310,8 @@ pub struct CreateUploadRequest {
     /// Without control characters.
     #[schema(min_length = 1, max_length = 512)]
     filename: String,
-    purpose: UploadPurpose,
+    #[schema(value_type = UploadPurpose)]
+    purpose: String,
     /// The total size of the file: at most 512 MB (200 MB for `batch`).
     #[schema(minimum = 0, maximum = 536870912)]
     bytes: u64,

@@ -134,6 +134,11 @@ impl Server {
         bytes
     }
 
+    /// Waits for the process to end by itself.
+    pub fn exit_status(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("exit status")
+    }
+
     /// Stops the process (SIGKILL) and waits for it.
     pub fn stop(mut self) -> Vec<u8> {
         let _ = self.child.kill();
@@ -149,7 +154,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
