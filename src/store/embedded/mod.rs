@@ -234,8 +234,9 @@ impl EmbeddedStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_handler(Some(retry_soon))?;
-        // The file is read through a mapping; the page cache holds what the WAL
-        // owns. Not more than 16 MiB: after every commit that split a page,
+        // The database file is read through the mapping below, so the page
+        // cache mostly serves pages whose newest copy is in the WAL. Not more
+        // than 16 MiB: after every commit that split a page,
         // SQLite walks its whole cache (`pcache1TruncateUnsafe`), which at
         // 64 MiB took a quarter of the writer's time.
         conn.pragma_update(None, "cache_size", -16_384)?;
