@@ -31,10 +31,11 @@
 #                          what was skipped, so a partial run never reads as a pass.
 #                          It skips fuzz-smoke too.
 #   LB_FUZZ_SECONDS=N      run each fuzz target N s instead of 60.
-#   LB_DENY_ADVISORIES=1   also check RustSec advisories. The advisory database
-#                          is a git repository on GitHub, which CI and the dev
-#                          machines cannot reach, so it is off unless asked for;
-#                          the summary lists it as skipped.
+#   LB_RUSTSEC_BUNDLE=F    the RustSec advisory database as a git bundle
+#                          (default ../shared/rustsec/advisory-db.bundle, the
+#                          team's offline snapshot: GitHub is unreachable here).
+#                          Advisories are checked on every run; without the
+#                          bundle the deny step fails.
 #
 # Arguments are accepted and ignored for now.
 set -euo pipefail
@@ -155,6 +156,27 @@ install_node_tools() {
   printf '%s' "$want" >"$stamp"
 }
 
+# The RustSec advisory database, cloned from the team's offline bundle into
+# deny.toml's db-path, under the folder name cargo-deny derives from the default
+# URL (so `--offline` reads it). Re-cloned when the bundle's commit changes.
+install_advisory_db() {
+  local bundle=${LB_RUSTSEC_BUNDLE:-$ROOT/../shared/rustsec/advisory-db.bundle}
+  local db=$TOOLS/advisory-db/advisory-db-3157b0e258782691 want
+  if [[ ! -f $bundle ]]; then
+    echo "no RustSec advisory bundle at $bundle (set LB_RUSTSEC_BUNDLE)" >&2
+    return 1
+  fi
+  want=$(git bundle list-heads "$bundle" | awk 'NR == 1 { print $1 }')
+  if [[ "$(git -C "$db" rev-parse HEAD 2>/dev/null)" == "$want" ]]; then
+    echo "  advisory database up to date ($(git -C "$db" log -1 --format=%cs))"
+    return
+  fi
+  rm -rf "$db"
+  mkdir -p "$(dirname "$db")"
+  git -c init.defaultBranch=main clone --quiet "$bundle" "$db"
+  echo "  advisory database from $bundle ($(git -C "$db" log -1 --format=%cs))"
+}
+
 # --- emulator processes ---------------------------------------------------------
 
 free_port() {
@@ -237,18 +259,18 @@ install_python_tools
 install_node_tools
 done_step
 
-step deny "cargo deny check licenses bans sources (Cargo.lock, fuzz/Cargo.lock; deny.toml)"
-DENY_CHECKS=(licenses bans sources)
-if [[ -n ${LB_DENY_ADVISORIES:-} ]]; then
-  DENY_CHECKS+=(advisories)
-else
-  SKIPPED+=("advisories (LB_DENY_ADVISORIES unset: the RustSec database is on GitHub)")
-fi
+step deny "cargo deny check advisories licenses bans sources (Cargo.lock, fuzz/Cargo.lock; deny.toml)"
+install_advisory_db
+# --offline: the advisory database is the snapshot above, and cargo metadata
+# reads the crates `cargo fetch` just brought (for every target platform).
+cargo fetch --locked --quiet
+cargo fetch --locked --quiet --manifest-path fuzz/Cargo.toml
+DENY_CHECKS=(advisories licenses bans sources)
 # The fuzz crate's graph is the main crate's plus libfuzzer-sys, whose exception
 # the main graph never meets.
-"$VENV/bin/cargo-deny" check --hide-inclusion-graph -A license-exception-not-encountered \
-  "${DENY_CHECKS[@]}"
-"$VENV/bin/cargo-deny" --manifest-path fuzz/Cargo.toml --config deny.toml \
+"$VENV/bin/cargo-deny" --offline check --hide-inclusion-graph \
+  -A license-exception-not-encountered "${DENY_CHECKS[@]}"
+"$VENV/bin/cargo-deny" --offline --manifest-path fuzz/Cargo.toml --config deny.toml \
   check --hide-inclusion-graph "${DENY_CHECKS[@]}"
 done_step
 

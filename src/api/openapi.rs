@@ -85,7 +85,7 @@ impl Modify for GuardedAnswers {
             .header(
                 "retry-after",
                 HeaderBuilder::new()
-                    .schema(u64::schema())
+                    .schema(Some(u64::schema()))
                     .description(Some("Seconds to wait before retrying"))
                     .build(),
             )
