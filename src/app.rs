@@ -33,6 +33,11 @@ pub enum InitError {
     Blob(#[from] BlobError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error("{variable} is not set: {why}")]
+    MissingSetting {
+        variable: &'static str,
+        why: &'static str,
+    },
 }
 
 /// Loads the AWS configuration from the standard environment (credentials,
@@ -187,14 +192,19 @@ pub async fn lambda_router(config: &Config) -> Result<Router, InitError> {
 }
 
 /// The queue the worker Lambda reads and the stream handler writes.
+///
+/// It must be SQS: an in-process queue in a Lambda would take the stream's
+/// work into a process that ends with the invocation, so nobody would run it.
 pub async fn lambda_worker(config: &Config) -> Result<Worker, InitError> {
-    let stores = Stores::open(config).await?;
-    let queue: Arc<dyn WorkQueue> = match &config.queue {
-        QueueConfig::Sqs { queue_url } => Arc::new(SqsQueue::new(stores.aws().await, queue_url)),
-        // Without SQS the worker can still reconcile; re-driven work is then
-        // handled at once, in this invocation.
-        QueueConfig::InProcess => Arc::new(InProcessQueue::new().0),
+    let QueueConfig::Sqs { queue_url } = &config.queue else {
+        return Err(InitError::MissingSetting {
+            variable: "BATCHES_QUEUE_URL",
+            why: "the worker Lambda hands batch work to this SQS queue and reads it back; \
+                  without it the work would go nowhere (template.yaml sets it)",
+        });
     };
+    let stores = Stores::open(config).await?;
+    let queue = Arc::new(SqsQueue::new(stores.aws().await, queue_url));
     worker(config, &stores, queue, Arc::new(SystemClock))
 }
 

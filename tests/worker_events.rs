@@ -254,3 +254,33 @@ fn given_the_template_then_the_table_stream_carries_the_old_image_work_for_compa
         Some("NEW_AND_OLD_IMAGES")
     );
 }
+
+#[tokio::test]
+async fn given_no_queue_url_when_the_worker_lambda_starts_then_it_refuses_with_the_setting_named() {
+    let config =
+        Config::from_lookup(|name| (name == "BATCHES_TABLE").then(|| "batches".to_string()))
+            .expect("a valid config");
+
+    let error = match lambda_batches::app::lambda_worker(&config).await {
+        Ok(_) => panic!("the worker started without a queue"),
+        Err(error) => error.to_string(),
+    };
+
+    assert!(error.contains("BATCHES_QUEUE_URL is not set"), "{error}");
+}
+
+#[test]
+fn given_no_queue_url_when_the_worker_binary_starts_then_it_exits_and_says_why() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_batches-worker"))
+        .env_clear()
+        .env("BATCHES_TABLE", "batches")
+        // Where the runtime API would be: the worker must stop before using it.
+        .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
+        .output()
+        .expect("the worker binary runs");
+
+    let logs = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{logs}");
+    assert!(logs.contains("BATCHES_QUEUE_URL is not set"), "{logs}");
+}

@@ -10,7 +10,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init(LogFormat::Json);
     // Built once per execution environment, at init, not per event.
     let config = Config::from_env()?;
-    let worker = lambda_batches::app::lambda_worker(&config).await?;
+    let worker = lambda_batches::app::lambda_worker(&config)
+        .await
+        .inspect_err(|error| tracing::error!(%error, "the worker cannot start"))?;
     let worker = &worker;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         // The invocation's deadline, as an Instant: work stops before it.
