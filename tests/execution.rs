@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::{create_body, fresh_bucket, fresh_dynamo_store, Backend, TestApp, TestStores};
+use common::{
+    create_body, fresh_bucket, fresh_dynamo_store, with_key, Backend, TestApp, TestStores,
+    RETENTION_SECS,
+};
 use fake_upstream::{FakeConfig, FakeHandle};
 use lambda_batches::clock::Clock;
 use lambda_batches::config::{
@@ -36,6 +39,7 @@ suite!(
         given_many_shards_delivered_twice_then_every_custom_id_appears_once,
         given_a_cancel_mid_run_then_the_batch_is_cancelled_with_partial_results,
         given_the_window_passing_mid_run_then_the_batch_expires_with_batch_expired_lines,
+        given_a_key_reused_after_its_retention_then_the_new_batch_has_its_own_files_and_request_ids,
     ]
 );
 
@@ -132,6 +136,10 @@ fn chat_line(custom_id: &str, extra: Value) -> String {
 
 impl Run {
     async fn create(&self, lines: &[String]) -> String {
+        self.create_with(lines, |body| body).await
+    }
+
+    async fn create_with(&self, lines: &[String], body: impl FnOnce(Value) -> Value) -> String {
         let content = lines.join("\n") + "\n";
         let file = self
             .app
@@ -140,7 +148,9 @@ impl Run {
         assert_eq!(file.status, StatusCode::OK, "{}", file.body);
         let created = self
             .app
-            .create(&create_body(file.body["id"].as_str().expect("file id")))
+            .create(&body(create_body(
+                file.body["id"].as_str().expect("file id"),
+            )))
             .await;
         assert_eq!(created.status, StatusCode::OK, "{}", created.body);
         created.id()
@@ -406,6 +416,48 @@ async fn given_the_window_passing_mid_run_then_the_batch_expires_with_batch_expi
     assert!(errors
         .iter()
         .all(|l| l["error"]["code"] == "batch_expired" && l["response"].is_null()));
+}
+
+async fn given_a_key_reused_after_its_retention_then_the_new_batch_has_its_own_files_and_request_ids(
+    backend: Backend,
+) {
+    let mut run = run(backend, FakeConfig::default(), execution(1 << 20, 4)).await;
+    let first_lines = vec![
+        chat_line("first", json!({})),
+        chat_line("first-bad", json!({"fail_with": 400})),
+    ];
+    let first_id = run
+        .create_with(&first_lines, |b| with_key(b, "nightly"))
+        .await;
+    run.drain(1).await;
+    let first = run.batch(&first_id).await;
+    assert_eq!(first["status"], "completed", "{first}");
+
+    // The record, and with it the key, is gone after its retention: the key
+    // makes a new batch, under the same id (the id is derived from the key).
+    run.app.clock.advance_ms((RETENTION_SECS + 1) * 1000);
+    let second_lines = vec![
+        chat_line("second", json!({})),
+        chat_line("second-bad", json!({"fail_with": 400})),
+    ];
+    let second_id = run
+        .create_with(&second_lines, |b| with_key(b, "nightly"))
+        .await;
+    assert_eq!(second_id, first_id, "same key, same batch id");
+    run.drain(1).await;
+    let second = run.batch(&second_id).await;
+    assert_eq!(second["status"], "completed", "{second}");
+
+    for kind in ["output_file_id", "error_file_id"] {
+        assert_ne!(second[kind], first[kind], "{kind} is the new batch's own");
+    }
+    let output = run.lines(&second["output_file_id"]).await;
+    assert_eq!(custom_ids(&output), vec!["second"]);
+    let errors = run.lines(&second["error_file_id"]).await;
+    assert_eq!(custom_ids(&errors), vec!["second-bad"]);
+    // Same offsets in both inputs, yet the request ids differ.
+    let old_output = run.lines(&first["output_file_id"]).await;
+    assert_ne!(output[0]["id"], old_output[0]["id"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::file::FileId;
+
 /// A half-open byte range of the input file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ByteRange {
@@ -163,13 +165,59 @@ pub fn gaps(segments: &Segments, file_bytes: u64) -> Vec<ByteRange> {
     gaps
 }
 
-/// The `id` of a request line in the output: stable for a line of a batch, so a
-/// line run twice after a crash gets the same id both times.
-pub fn request_id(batch_id: &str, line_offset: u64) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(batch_id.as_bytes());
-    hasher.update(line_offset.to_be_bytes());
-    format!("batch_req_{}", &hex::encode(hasher.finalize())[..32])
+/// What a derived id is derived from: one batch, as created. The batch id
+/// alone is not enough: an idempotency key reused after its record's retention
+/// makes a new batch under the same id, which must not adopt the old batch's
+/// files or request ids. Its creation time (microseconds) tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchInstance<'a> {
+    pub batch_id: &'a str,
+    pub created_us: i64,
+}
+
+impl BatchInstance<'_> {
+    fn digest(&self, purpose: &str, detail: &[u8]) -> String {
+        let mut hasher = Sha256::new();
+        for part in [purpose.as_bytes(), self.batch_id.as_bytes(), detail] {
+            // Length-prefixed, so no two different tuples hash alike.
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        hasher.update(self.created_us.to_be_bytes());
+        hex::encode(hasher.finalize())
+    }
+
+    /// The `id` of a request line in the output: stable for a line of a batch,
+    /// so a line run twice after a crash gets the same id both times.
+    pub fn request_id(&self, line_offset: u64) -> String {
+        let digest = self.digest("request", &line_offset.to_be_bytes());
+        format!("batch_req_{}", &digest[..32])
+    }
+
+    /// The id of the batch's output or error file: derived, so a finalization
+    /// run twice creates the same file once.
+    pub fn result_file_id(&self, kind: ResultFile) -> FileId {
+        let digest = self.digest("result-file", kind.as_str().as_bytes());
+        FileId::from_derived(&digest[..32])
+    }
+}
+
+/// The two files a finished batch may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultFile {
+    Output,
+    Error,
+}
+
+impl ResultFile {
+    pub const ALL: [Self; 2] = [Self::Output, Self::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Output => "output",
+            Self::Error => "error",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -262,10 +310,40 @@ mod tests {
     }
 
     #[test]
-    fn request_ids_are_stable_per_line_and_distinct_across_lines() {
-        assert_eq!(request_id("batch_a", 7), request_id("batch_a", 7));
-        assert_ne!(request_id("batch_a", 7), request_id("batch_a", 8));
-        assert_ne!(request_id("batch_a", 7), request_id("batch_b", 7));
-        assert!(request_id("batch_a", 0).starts_with("batch_req_"));
+    fn request_ids_are_stable_per_line_and_distinct_across_lines_and_batches() {
+        let a = BatchInstance {
+            batch_id: "batch_a",
+            created_us: 1,
+        };
+        let b = BatchInstance {
+            batch_id: "batch_b",
+            created_us: 1,
+        };
+        let a_again = BatchInstance {
+            batch_id: "batch_a",
+            created_us: 2,
+        };
+        assert_eq!(a.request_id(7), a.request_id(7));
+        assert_ne!(a.request_id(7), a.request_id(8));
+        assert_ne!(a.request_id(7), b.request_id(7));
+        assert_ne!(a.request_id(7), a_again.request_id(7));
+        assert!(a.request_id(0).starts_with("batch_req_"));
+    }
+
+    #[test]
+    fn result_file_ids_are_stable_and_distinct_per_kind_and_batch_instance() {
+        let a = BatchInstance {
+            batch_id: "batch_a",
+            created_us: 1,
+        };
+        let a_again = BatchInstance {
+            batch_id: "batch_a",
+            created_us: 2,
+        };
+        let output = a.result_file_id(ResultFile::Output);
+        assert_eq!(output, a.result_file_id(ResultFile::Output));
+        assert_ne!(output, a.result_file_id(ResultFile::Error));
+        assert_ne!(output, a_again.result_file_id(ResultFile::Output));
+        assert_eq!(FileId::parse(output.as_str()), Some(output));
     }
 }

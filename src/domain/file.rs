@@ -108,6 +108,11 @@ impl FileId {
         Self(format!("file-{}", uuid::Uuid::new_v4().simple()))
     }
 
+    /// An id derived from hex digits (`domain::execution`), in the shape we issue.
+    pub(crate) fn from_derived(hex_digits: &str) -> Self {
+        Self(format!("file-{hex_digits}"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

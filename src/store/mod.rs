@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::batch::Usage;
-use crate::domain::execution::{Segment, Segments};
+use crate::domain::execution::{BatchInstance, Segment, Segments};
 use crate::domain::{
     Batch, BatchId, BatchStatus, Fingerprint, OutputExpiresAfter, QuotaExceeded, TenantId,
     Transition,
@@ -85,6 +85,14 @@ impl BatchRecord {
 
     pub fn is_live(&self, now_secs: i64) -> bool {
         self.purge_at > now_secs
+    }
+
+    /// This batch as created, which the ids derived from it name.
+    pub fn instance(&self) -> BatchInstance<'_> {
+        BatchInstance {
+            batch_id: &self.batch.id,
+            created_us: self.created_us,
+        }
     }
 }
 

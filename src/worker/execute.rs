@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::{Worker, WorkerError};
 use crate::domain::batch::Usage;
 use crate::domain::execution::{
-    gaps, request_id, resume_point, shards, ByteRange, LatencyHistogram, Segment,
+    gaps, resume_point, shards, ByteRange, LatencyHistogram, ResultFile, Segment,
 };
 use crate::domain::{
     BatchError, BatchErrors, BatchId, BatchPatch, BatchStatus, FileId, FileObject, FilePurpose,
@@ -252,7 +252,7 @@ impl Worker {
                 .unwrap_or_default();
             retries += u64::from(execution.attempts.saturating_sub(1));
             latency.record(u64::try_from(execution.latency.as_millis()).unwrap_or(u64::MAX));
-            let id = request_id(&record.batch.id, line.offset);
+            let id = record.instance().request_id(line.offset);
             let out = OutputLine::new(&id, &custom_id, &execution.outcome);
             let target = if out.is_success() {
                 completed += 1;
@@ -553,23 +553,20 @@ impl Worker {
             completed: counts.0,
             failed: counts.1 + expired_lines,
         });
-        for kind in ["output", "error"] {
+        for kind in ResultFile::ALL {
             let parts: Vec<&String> = record
                 .segments
                 .values()
-                .filter_map(|s| {
-                    if kind == "output" {
-                        s.output_part.as_ref()
-                    } else {
-                        s.error_part.as_ref()
-                    }
+                .filter_map(|s| match kind {
+                    ResultFile::Output => s.output_part.as_ref(),
+                    ResultFile::Error => s.error_part.as_ref(),
                 })
                 .collect();
-            let with_expired = kind == "error" && expired_lines > 0;
+            let with_expired = kind == ResultFile::Error && expired_lines > 0;
             if parts.is_empty() && !with_expired {
                 continue;
             }
-            let file_id = derived_file_id(&record.batch.id, kind);
+            let file_id = record.instance().result_file_id(kind);
             let blob_key = crate::files::file_key(&record.tenant, &file_id);
             let now = self.clock.now_secs();
             if self
@@ -597,10 +594,9 @@ impl Worker {
                     self.expired_lines(record, input, Some(&mut writer)).await?;
                 }
                 let bytes = writer.finish().await?;
-                crash_point(if kind == "output" {
-                    "after_output_blob_written"
-                } else {
-                    "after_error_blob_written"
+                crash_point(match kind {
+                    ResultFile::Output => "after_output_blob_written",
+                    ResultFile::Error => "after_error_blob_written",
                 });
                 let file = FileRecord {
                     tenant: record.tenant.clone(),
@@ -613,7 +609,7 @@ impl Worker {
                             .output_expires_after
                             .as_ref()
                             .map(|e| now + e.seconds),
-                        filename: format!("{}_{kind}.jsonl", record.batch.id),
+                        filename: format!("{}_{}.jsonl", record.batch.id, kind.as_str()),
                         purpose: FilePurpose::BatchOutput,
                         status: "processed".into(),
                         status_details: None,
@@ -633,15 +629,13 @@ impl Worker {
                     }
                 }
             }
-            crash_point(if kind == "output" {
-                "after_output_file_created"
-            } else {
-                "after_error_file_created"
+            crash_point(match kind {
+                ResultFile::Output => "after_output_file_created",
+                ResultFile::Error => "after_error_file_created",
             });
-            if kind == "output" {
-                patch.output_file_id = Some(file_id.to_string());
-            } else {
-                patch.error_file_id = Some(file_id.to_string());
+            match kind {
+                ResultFile::Output => patch.output_file_id = Some(file_id.to_string()),
+                ResultFile::Error => patch.error_file_id = Some(file_id.to_string()),
             }
         }
         Ok(Some(patch))
@@ -698,7 +692,7 @@ impl Worker {
                         let custom_id = serde_json::from_slice::<RequestLine>(request)
                             .map(|r| r.custom_id)
                             .unwrap_or_default();
-                        let id = request_id(&record.batch.id, line.offset);
+                        let id = record.instance().request_id(line.offset);
                         serde_json::to_writer(
                             &mut buffer,
                             &OutputLine::new(&id, &custom_id, &expired),
@@ -812,12 +806,4 @@ fn finalize(tenant: &TenantId, id: &BatchId) -> WorkItem {
         tenant: tenant.clone(),
         batch_id: id.to_string(),
     }
-}
-
-/// The id of a batch's output (or error) file: derived, so a finalization run
-/// twice creates the same file once.
-fn derived_file_id(batch_id: &str, kind: &str) -> FileId {
-    use sha2::{Digest, Sha256};
-    let digest = hex::encode(Sha256::digest(format!("{batch_id}/{kind}").as_bytes()));
-    FileId::parse(&format!("file-{}", &digest[..32])).unwrap_or_else(FileId::random)
 }
