@@ -301,7 +301,7 @@ impl EmbeddedStore {
     {
         let (reply, result) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
         let job: Job = Box::new(move |conn: Option<&mut Connection>| -> Delivery {
-            let outcome = conn.map(work);
+            let outcome = conn.map(|conn| in_savepoint(conn, work));
             Box::new(move |committed: Result<(), String>| {
                 let result = match (outcome, committed) {
                     (Some(Err(error)), _) => Err(error),
@@ -319,6 +319,23 @@ impl EmbeddedStore {
             .map_err(|_| StoreError::WriterStopped)?;
         result.await.map_err(|_| StoreError::WriterStopped)?
     }
+}
+
+/// Runs one job of a group inside a savepoint of its own, so its writes are
+/// all or nothing: an error or a panic rolls back that job only, and the
+/// group's other jobs commit (a panic must not end the writer thread either).
+fn in_savepoint<T, F>(conn: &mut Connection, work: F) -> Result<T, StoreError>
+where
+    F: FnOnce(&mut Connection) -> Result<T, StoreError>,
+{
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut *conn)))
+        .unwrap_or_else(|_| Err(StoreError::Write("the write panicked".into())));
+    if outcome.is_err() {
+        conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+    }
+    conn.prepare_cached("RELEASE job")?.execute([])?;
+    outcome
 }
 
 /// Brings a data directory written by an older version up to date.
@@ -767,6 +784,88 @@ mod tests {
     use super::*;
     use crate::domain::create::CreateBatch;
     use crate::domain::idempotency::{random_batch_id, Fingerprint};
+
+    async fn rows_of(store: &EmbeddedStore, table: &'static str) -> Vec<String> {
+        store
+            .with_reader(move |conn| {
+                let mut statement =
+                    conn.prepare(&format!("SELECT name FROM {table} ORDER BY name"))?;
+                let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .expect("read")
+    }
+
+    /// Many jobs at once, so most share a group transaction with the failing one.
+    async fn writes_beside(
+        store: &EmbeddedStore,
+        failing: impl FnOnce(&mut Connection) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        store
+            .with_conn(|conn| {
+                conn.execute_batch("CREATE TABLE IF NOT EXISTS probe (name TEXT PRIMARY KEY)")?;
+                Ok(())
+            })
+            .await
+            .expect("table");
+        let good = (0..20).map(|i| {
+            store.with_conn(move |conn| {
+                conn.execute(
+                    "INSERT INTO probe (name) VALUES (?1)",
+                    [format!("good-{i:02}")],
+                )?;
+                Ok(())
+            })
+        });
+        let bad = store.with_conn(failing);
+        let (good, bad) = tokio::join!(futures_util::future::join_all(good), bad);
+        for result in good {
+            result.expect("the other jobs of the group commit");
+        }
+        bad
+    }
+
+    #[tokio::test]
+    async fn a_job_that_fails_after_writing_leaves_nothing_and_its_group_commits() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = EmbeddedStore::open(dir.path()).expect("store");
+
+        let failed = writes_beside(&store, |conn| {
+            conn.execute("INSERT INTO probe (name) VALUES ('half-done')", [])?;
+            Err(StoreError::Corrupt("fails after its first write".into()))
+        })
+        .await;
+
+        assert!(matches!(failed, Err(StoreError::Corrupt(_))), "{failed:?}");
+        let rows = rows_of(&store, "probe").await;
+        assert!(!rows.contains(&"half-done".to_string()), "{rows:?}");
+        assert_eq!(rows.len(), 20, "{rows:?}");
+    }
+
+    #[tokio::test]
+    async fn a_job_that_panics_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = EmbeddedStore::open(dir.path()).expect("store");
+
+        let failed = writes_beside(&store, |conn| {
+            conn.execute("INSERT INTO probe (name) VALUES ('half-done')", [])?;
+            panic!("a bug in one write");
+        })
+        .await;
+
+        assert!(matches!(failed, Err(StoreError::Write(_))), "{failed:?}");
+        store
+            .with_conn(|conn| {
+                conn.execute("INSERT INTO probe (name) VALUES ('after')", [])?;
+                Ok(())
+            })
+            .await
+            .expect("the writer still takes writes");
+        let rows = rows_of(&store, "probe").await;
+        assert!(!rows.contains(&"half-done".to_string()), "{rows:?}");
+        assert!(rows.contains(&"after".to_string()), "{rows:?}");
+    }
 
     fn record(tenant: &TenantId, created_us: i64) -> BatchRecord {
         let request = CreateBatch::from_json(
