@@ -23,6 +23,7 @@ use crate::store::files::FileStore;
 use crate::store::keys::KeyStore;
 use crate::store::{BatchStore, StoreError};
 use crate::upstream::{UpstreamClient, UpstreamError};
+use crate::worker::local::Ownership;
 use crate::worker::Worker;
 
 #[derive(Debug, thiserror::Error)]
@@ -229,7 +230,11 @@ pub async fn local_server(config: &Config) -> Result<LocalServer, InitError> {
         Arc::new(SystemClock),
     )?);
     if let Some(items) = items {
-        crate::worker::local::spawn(worker, items);
+        let ownership = match config.storage {
+            Storage::Embedded { .. } => Ownership::Sole,
+            Storage::DynamoDb { .. } => Ownership::Shared,
+        };
+        crate::worker::local::spawn(worker, items, ownership);
     }
     Ok(LocalServer {
         router: api::router(api_state(config, &stores, Some(queue), auth)),

@@ -40,6 +40,11 @@ const GRACE_AFTER_END: Duration = Duration::from_secs(3);
 /// the cancel lands between the first and the last segment commits.
 const SLOW_UPSTREAM: Duration = Duration::from_secs(2);
 
+/// The reconciler re-drives whatever has not moved since its last run.
+const NO_STUCK_PERIOD: &str = "0";
+/// Longer than any test: only the resume at start can re-drive work.
+const STUCK_PERIOD_OF_AN_HOUR: &str = "3600";
+
 /// What the batch is driven towards when the crash comes, and so how it must end.
 #[derive(Clone, Copy, Debug)]
 enum Drive {
@@ -255,46 +260,76 @@ async fn crash_and_recover(scenario: Scenario) {
         scenario.point
     );
 
-    let output = server.lines_of(&batch["output_file_id"]).await;
-    let errors = server.lines_of(&batch["error_file_id"]).await;
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for line in output.iter().chain(&errors) {
-        let custom_id = line["custom_id"].as_str().expect("custom_id").to_owned();
-        *seen.entry(custom_id).or_default() += 1;
+    server
+        .assert_each_custom_id_once(&batch, expected == "completed", scenario.point)
+        .await;
+}
+
+/// Batches running while the server is killed again and again.
+const BATCHES_UNDER_KILLS: usize = 4;
+const KILLS: usize = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_random_kills_while_batches_run_then_a_restart_resumes_them_at_once() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let upstream = fake_upstream::start(FakeConfig {
+        // Longer than the whole series of kills: each lands mid-segment.
+        latency: Duration::from_secs(2),
+        ..FakeConfig::default()
+    })
+    .await;
+    let start = |crash| Server::start_with(data.path(), &upstream, crash, STUCK_PERIOD_OF_AN_HOUR);
+    let mut server = start(None).await;
+    // Every file first, then the creates in a row: the batches start together.
+    let mut file_ids = Vec::new();
+    for _ in 0..BATCHES_UNDER_KILLS {
+        file_ids.push(server.upload(&input_lines()).await);
     }
-    let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        repeated.is_empty(),
-        "after a crash at {}, custom_ids more than once: {repeated:?}",
-        scenario.point
-    );
-    let every_id: BTreeSet<String> = (0..LINES).map(custom_id).collect();
-    let found: BTreeSet<String> = seen.into_keys().collect();
-    assert!(
-        found.is_subset(&every_id),
-        "unknown custom_ids: {:?}",
-        found.difference(&every_id).collect::<Vec<_>>()
-    );
-    if expected == "completed" {
-        assert_eq!(
-            found, every_id,
-            "after a crash at {}, every custom_id is in the files",
-            scenario.point
+    let mut ids = Vec::new();
+    for (n, file_id) in file_ids.iter().enumerate() {
+        let key = format!("random-kills-{n}");
+        server.create_batch(file_id, &key).await.expect("created");
+        ids.push(
+            IdempotencyKey::parse(&key)
+                .expect("key")
+                .batch_id(&TenantId::default_tenant())
+                .to_string(),
         );
-        let failing: BTreeSet<String> = (0..LINES)
-            .filter(|i| i % FAILING_EVERY == 0)
-            .map(custom_id)
-            .collect();
-        let in_errors: BTreeSet<String> = errors
-            .iter()
-            .filter_map(|l| l["custom_id"].as_str().map(str::to_owned))
-            .collect();
-        assert_eq!(in_errors, failing, "the error file holds the failing lines");
     }
-    let counts = &batch["request_counts"];
-    assert_eq!(counts["total"], LINES, "{batch}");
-    assert_eq!(counts["completed"], output.len(), "{batch}");
-    assert_eq!(counts["failed"], errors.len(), "{batch}");
+
+    // SIGKILL at pseudo-random moments (a fixed seed, so a failure replays).
+    let mut seed: u64 = 0x5eed_cafe;
+    let mut last_kill = Instant::now();
+    for kill in 0..KILLS {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        tokio::time::sleep(Duration::from_millis(50 + (seed >> 33) % 400)).await;
+        let mut statuses = Vec::new();
+        for id in &ids {
+            statuses.push(server.batch(id).await["status"].clone());
+        }
+        assert!(
+            statuses
+                .iter()
+                .any(|s| s == "validating" || s == "in_progress"),
+            "no batch was running when kill {kill} came: {statuses:?}"
+        );
+        drop(server);
+        last_kill = Instant::now();
+        server = start(None).await;
+    }
+
+    for id in &ids {
+        let batch = server.until_ended(id).await;
+        assert_eq!(batch["status"], "completed", "{batch}");
+        server
+            .assert_each_custom_id_once(&batch, true, "random kills")
+            .await;
+    }
+    // For BENCHMARKS.md, not asserted: speed is no test's business.
+    eprintln!(
+        "random kills: the last batch ended {:?} after the last kill",
+        last_kill.elapsed()
+    );
 }
 
 fn custom_id(i: usize) -> String {
@@ -337,8 +372,18 @@ impl Server {
     /// and waits until it answers `/health` or dies. Another process may take
     /// the free port before the server binds it: then it tries another.
     async fn start(data_dir: &Path, upstream: &FakeHandle, crash: Option<(&str, u32)>) -> Server {
+        Server::start_with(data_dir, upstream, crash, NO_STUCK_PERIOD).await
+    }
+
+    /// [`Server::start`], with the reconciler's stuck period (`BATCHES_STUCK_AFTER_SECS`).
+    async fn start_with(
+        data_dir: &Path,
+        upstream: &FakeHandle,
+        crash: Option<(&str, u32)>,
+        stuck_after_secs: &str,
+    ) -> Server {
         for _ in 0..5 {
-            let mut server = Server::spawn(data_dir, upstream, crash);
+            let mut server = Server::spawn(data_dir, upstream, crash, stuck_after_secs);
             let health = format!("{}/health", server.base);
             let deadline = Instant::now() + PATIENCE;
             loop {
@@ -369,7 +414,12 @@ impl Server {
         panic!("no free port for the server after 5 tries");
     }
 
-    fn spawn(data_dir: &Path, upstream: &FakeHandle, crash: Option<(&str, u32)>) -> Server {
+    fn spawn(
+        data_dir: &Path,
+        upstream: &FakeHandle,
+        crash: Option<(&str, u32)>,
+        stuck_after_secs: &str,
+    ) -> Server {
         let port = free_port();
         // A fresh name per process, so the doomed one's last words stay readable.
         let stderr = data_dir.join(format!("stderr-{port}.log"));
@@ -381,7 +431,7 @@ impl Server {
             .env("BATCHES_DATA_DIR", data_dir)
             .env("BATCHES_SHARD_BYTES", SHARD_BYTES)
             .env("BATCHES_SEGMENT_LINES", SEGMENT_LINES)
-            .env("BATCHES_STUCK_AFTER_SECS", "0")
+            .env("BATCHES_STUCK_AFTER_SECS", stuck_after_secs)
             .env("BATCHES_RECONCILE_INTERVAL_SECS", "1")
             .env("UPSTREAM_BASE_URL", upstream.base_url())
             .env("RUST_LOG", "warn")
@@ -508,6 +558,52 @@ impl Server {
             )),
             "the process died, but not at {point} (visit {visit}): {status:?}\n{stderr}"
         );
+    }
+
+    /// Each `custom_id` of the input at most once across the batch's output
+    /// and error files (every one when `complete`), and counts that match them.
+    async fn assert_each_custom_id_once(&self, batch: &Value, complete: bool, context: &str) {
+        let server = self;
+        let output = server.lines_of(&batch["output_file_id"]).await;
+        let errors = server.lines_of(&batch["error_file_id"]).await;
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for line in output.iter().chain(&errors) {
+            let custom_id = line["custom_id"].as_str().expect("custom_id").to_owned();
+            *seen.entry(custom_id).or_default() += 1;
+        }
+        let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            repeated.is_empty(),
+            "after a crash at {}, custom_ids more than once: {repeated:?}",
+            context
+        );
+        let every_id: BTreeSet<String> = (0..LINES).map(custom_id).collect();
+        let found: BTreeSet<String> = seen.into_keys().collect();
+        assert!(
+            found.is_subset(&every_id),
+            "unknown custom_ids: {:?}",
+            found.difference(&every_id).collect::<Vec<_>>()
+        );
+        if complete {
+            assert_eq!(
+                found, every_id,
+                "after a crash at {}, every custom_id is in the files",
+                context
+            );
+            let failing: BTreeSet<String> = (0..LINES)
+                .filter(|i| i % FAILING_EVERY == 0)
+                .map(custom_id)
+                .collect();
+            let in_errors: BTreeSet<String> = errors
+                .iter()
+                .filter_map(|l| l["custom_id"].as_str().map(str::to_owned))
+                .collect();
+            assert_eq!(in_errors, failing, "the error file holds the failing lines");
+        }
+        let counts = &batch["request_counts"];
+        assert_eq!(counts["total"], LINES, "{batch}");
+        assert_eq!(counts["completed"], output.len(), "{batch}");
+        assert_eq!(counts["failed"], errors.len(), "{batch}");
     }
 
     async fn until_ended(&self, id: &str) -> Value {

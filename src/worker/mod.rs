@@ -109,6 +109,34 @@ impl Worker {
     pub async fn reconcile(&self) -> Result<usize, WorkerError> {
         let now = self.clock.now_secs();
         let before = now - self.reconciler.stuck_after_secs;
+        let redriven = self.redrive_pending(before, now, RECONCILE_PAGE).await?;
+        let freed = self.batches.repair_quotas(before, now).await?;
+        if freed > 0 {
+            tracing::info!(freed, "reconciler gave back leaked quota");
+        }
+        self.sweep_expired_files(now).await?;
+        Ok(redriven)
+    }
+
+    /// Re-drives every unfinished batch at once: for a process that owns its
+    /// store (the local server on its data directory), whose start means that
+    /// nobody runs any of them. Returns how many it re-drove.
+    pub async fn resume_unfinished(&self) -> Result<usize, WorkerError> {
+        let now = self.clock.now_secs();
+        // Up to and including this second: the process before this one may
+        // have claimed a batch in it. One pass over them all, since a claim
+        // leaves a batch pending, just since `now`.
+        self.redrive_pending(now + 1, now, usize::MAX).await
+    }
+
+    /// Claims and re-drives batches of every non-terminal status that entered
+    /// it before `before`, up to `limit` of each.
+    async fn redrive_pending(
+        &self,
+        before: i64,
+        now: i64,
+        limit: usize,
+    ) -> Result<usize, WorkerError> {
         let mut redriven = 0;
         for status in [
             BatchStatus::Validating,
@@ -116,7 +144,7 @@ impl Worker {
             BatchStatus::Finalizing,
             BatchStatus::Cancelling,
         ] {
-            for stuck in self.batches.stuck(status, before, RECONCILE_PAGE).await? {
+            for stuck in self.batches.stuck(status, before, limit).await? {
                 // Claim the re-drive first: the next run leaves the batch alone for
                 // another stuck period, and of two racing reconcilers one wins.
                 if !self
@@ -152,11 +180,6 @@ impl Worker {
                 redriven += 1;
             }
         }
-        let freed = self.batches.repair_quotas(before, now).await?;
-        if freed > 0 {
-            tracing::info!(freed, "reconciler gave back leaked quota");
-        }
-        self.sweep_expired_files(now).await?;
         Ok(redriven)
     }
 
