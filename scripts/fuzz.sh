@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The cargo-fuzz targets in fuzz/ (README, "Fuzzing"), on the machine's stable Rust.
+# The cargo-fuzz targets in fuzz/ (docs/testing.md, "Fuzzing"), on the machine's stable Rust.
 #
 #   scripts/fuzz.sh build                the instrumented build of every target
 #   scripts/fuzz.sh smoke SECONDS        every target for SECONDS on the committed corpus,

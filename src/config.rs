@@ -1,33 +1,8 @@
 //! Every setting, with its environment variable and default, read once at start-up.
 //!
-//! | variable                 | default             | meaning |
-//! |--------------------------|---------------------|---------|
-//! | `PORT`                   | `8080`              | local server port |
-//! | `BATCHES_HOST`           | `127.0.0.1`         | local server bind address |
-//! | `BATCHES_DATA_DIR`       | `./.lambda-batches` | embedded store directory (when `BATCHES_TABLE` is unset) |
-//! | `BATCHES_TABLE`          | unset               | DynamoDB table; set it to use DynamoDB instead of the embedded store |
-//! | `BATCHES_AUTH`           | see meaning         | `api-keys` (hashed keys managed with `lambda-batches keys`), `jwt` (tenant from an API Gateway JWT authorizer claim) or `none` (one `default` tenant). Unset: static keys if `BATCHES_API_KEYS` is set; else `api-keys` in Lambda, and locally `api-keys` once the store holds an active key, `none` before |
-//! | `BATCHES_API_KEYS`       | unset               | development and tests only: a static `key:tenant,...` map, used when `BATCHES_AUTH` is unset |
-//! | `BATCHES_AUTH_CACHE_SECS`| `30`                | how long an API-key lookup (found or not) is cached, at most `60`: a revoked key stops working within this time |
-//! | `BATCHES_JWT_TENANT_CLAIM` | `sub`             | `jwt` mode: the claim of `requestContext.authorizer.jwt.claims` that names the tenant |
-//! | `BATCHES_RETENTION_DAYS` | `30`                | how long a batch record, and so its idempotency key, is kept |
-//! | `BATCHES_BUCKET`         | unset               | S3 bucket for file bytes; unset keeps them under `BATCHES_DATA_DIR/files` |
-//! | `BATCHES_QUEUE_URL`      | unset               | SQS queue of batch work; unset runs the work in-process |
-//! | `BATCHES_INLINE_CONTENT_MAX_BYTES` | `4194304` (4 MiB) | file content up to this size is served in the response; larger content of S3 files is a redirect to a presigned URL |
-//! | `BATCHES_STUCK_AFTER_SECS` | `300`             | the reconciler re-drives a batch whose work has not moved for this long |
-//! | `BATCHES_RECONCILE_INTERVAL_SECS` | `60`       | how often the in-process reconciler runs |
-//! | `UPSTREAM_BASE_URL`      | `http://127.0.0.1:11434/v1` | the OpenAI-compatible server that executes requests |
-//! | `UPSTREAM_API_KEY`       | unset               | bearer key for the upstream |
-//! | `UPSTREAM_CONCURRENCY`   | `32`                | request lines in flight per running shard |
-//! | `UPSTREAM_MAX_ATTEMPTS`  | `6`                 | attempts per line (429, 408, 5xx and transport errors are retried) |
-//! | `UPSTREAM_TIMEOUT_SECS`  | `300`               | one attempt's time limit |
-//! | `BATCHES_SHARD_BYTES`    | `4194304`           | input bytes per shard (the unit of work on the queue) |
-//! | `BATCHES_SEGMENT_LINES`  | `256`               | lines per committed segment (the unit of progress and of crash recovery) |
-//! | `BATCHES_METRICS_FORMAT` | `log`               | per-batch metrics as a log event, or `emf` (CloudWatch embedded metric format) |
-//! | `BATCHES_MAX_IN_FLIGHT_REQUESTS` | `256`       | API requests handled at once per process; more are shed at once with a 503 |
-//! | `BATCHES_MAX_BATCHES_IN_FLIGHT` | `0` (unlimited) | per tenant: batches not yet completed, failed, expired or cancelled; more is a 429 |
-//! | `BATCHES_MAX_ENQUEUED_LINES` | `0` (unlimited) | per tenant: request lines of the batches in flight; a batch that would exceed it fails validation |
-//! | `RUST_LOG`               | `info`              | log filter |
+//! docs/configuration.md is the reference: every variable, its default and its
+//! meaning. `tests/config_docs.rs` fails when it and this file name different
+//! variables, so name each variable here with a string literal.
 
 use std::net::IpAddr;
 use std::path::PathBuf;

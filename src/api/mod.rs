@@ -124,7 +124,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     document
 }
 
-/// The routes and their body limits (README, "Limits"): JSON routes take
+/// The routes and their body limits (docs/limits.md): JSON routes take
 /// `MAX_BODY_BYTES` from the default layer; the two that stream bytes have
 /// their own. Every `/v1` route shares one cap on requests in flight, and a
 /// request over it is answered 503 at once rather than queued: queueing would

@@ -207,18 +207,19 @@ def _health_ok(base_url: str) -> bool:
         return False
 
 
-# Fake upstreams by latency (ms), each started once on first use.
-_FAKE_UPSTREAMS: dict[int, tuple[subprocess.Popen, str]] = {}
+# Fake upstreams by latency (ms) and models served, each started once on first use.
+_FAKE_UPSTREAMS: dict[tuple[int, str], tuple[subprocess.Popen, str]] = {}
 
 # Every request line of the slow upstream takes this long: long enough that a
 # cancel sent right after a create lands while the batch runs, whatever the load.
 SLOW_UPSTREAM_LATENCY_MS = 4000
 
 
-def fake_upstream_url(latency_ms: int = 0) -> str:
+def fake_upstream_url(latency_ms: int = 0, models: str = "fake-model,fake-embed") -> str:
     """A fake OpenAI-compatible upstream (examples/fake_upstream.rs, which prints
-    its base URL on its first line), answering every line after `latency_ms`."""
-    if latency_ms not in _FAKE_UPSTREAMS:
+    its base URL on its first line), serving `models` (comma-separated) and
+    answering every line after `latency_ms`."""
+    if (latency_ms, models) not in _FAKE_UPSTREAMS:
         if not FAKE_UPSTREAM.is_file():
             pytest.fail(
                 f"{FAKE_UPSTREAM} does not exist: run `cargo build --example fake_upstream` "
@@ -226,7 +227,7 @@ def fake_upstream_url(latency_ms: int = 0) -> str:
                 pytrace=False,
             )
         process = subprocess.Popen(
-            [str(FAKE_UPSTREAM), "--port", "0", "--models", "fake-model,fake-embed",
+            [str(FAKE_UPSTREAM), "--port", "0", "--models", models,
              "--latency-ms", str(latency_ms)],
             stdout=subprocess.PIPE,
             text=True,
@@ -235,8 +236,8 @@ def fake_upstream_url(latency_ms: int = 0) -> str:
         if not line.startswith("listening on "):
             process.kill()
             pytest.fail(f"fake upstream did not start: {line!r}", pytrace=False)
-        _FAKE_UPSTREAMS[latency_ms] = (process, line.removeprefix("listening on ").strip())
-    return _FAKE_UPSTREAMS[latency_ms][1]
+        _FAKE_UPSTREAMS[(latency_ms, models)] = (process, line.removeprefix("listening on ").strip())
+    return _FAKE_UPSTREAMS[(latency_ms, models)][1]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -245,6 +246,8 @@ def _stop_fake_upstreams() -> Iterator[None]:
     for process, _ in _FAKE_UPSTREAMS.values():
         process.terminate()
         process.wait(timeout=10)
+        if process.stdout:  # the pipe its first line came through
+            process.stdout.close()
 
 
 @contextlib.contextmanager
