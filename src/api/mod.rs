@@ -8,6 +8,7 @@ pub mod files;
 pub mod ingest;
 pub mod lambda;
 pub mod openapi;
+pub mod request_id;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -154,6 +155,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(extract::panic_response))
+        // Outermost: even a shed, refused or panicked request has its id.
+        .layer(middleware::from_fn(request_id::with_request_span))
         .with_state(state)
 }
 
