@@ -38,7 +38,7 @@ fn new_key(tenant: &str, name: &str, created_at: i64) -> NewApiKey {
 async fn given_a_created_key_when_looked_up_by_its_hash_then_it_is_found_and_unknown_hashes_are_not(
     backend: Backend,
 ) {
-    let store = fresh_key_store(backend).await;
+    let (store, _dir) = fresh_key_store(backend).await;
     let key = new_key("acme", "ci", 100);
     store.create_key(&key.record).await.expect("create");
 
@@ -52,7 +52,7 @@ async fn given_a_created_key_when_looked_up_by_its_hash_then_it_is_found_and_unk
 async fn given_keys_of_two_tenants_when_listed_then_each_tenant_sees_its_own_oldest_first(
     backend: Backend,
 ) {
-    let store = fresh_key_store(backend).await;
+    let (store, _dir) = fresh_key_store(backend).await;
     let newer = new_key("acme", "newer", 200);
     let older = new_key("acme", "older", 100);
     let other = new_key("globex", "theirs", 150);
@@ -71,7 +71,7 @@ async fn given_keys_of_two_tenants_when_listed_then_each_tenant_sees_its_own_old
 }
 
 async fn given_a_key_when_revoked_twice_then_the_first_revocation_stands(backend: Backend) {
-    let store = fresh_key_store(backend).await;
+    let (store, _dir) = fresh_key_store(backend).await;
     let key = new_key("acme", "ci", 100);
     store.create_key(&key.record).await.expect("create");
     let id = &key.record.key_id;
@@ -112,7 +112,7 @@ async fn list_with(app: &TestApp, authorization: Option<&str>) -> common::TestRe
 }
 
 async fn given_keys_when_the_api_is_called_without_a_valid_one_then_401(backend: Backend) {
-    let keys = fresh_key_store(backend).await;
+    let (keys, _dir) = fresh_key_store(backend).await;
     let key = new_key("acme", "ci", 100);
     keys.create_key(&key.record).await.expect("create");
     let app = app_with_keys(backend, keys, Duration::from_secs(30)).await;
@@ -141,7 +141,7 @@ async fn given_keys_when_the_api_is_called_without_a_valid_one_then_401(backend:
 const REVOCATION_PATIENCE: Duration = Duration::from_secs(30);
 
 async fn given_a_revoked_key_when_the_cache_expires_then_401(backend: Backend) {
-    let keys = fresh_key_store(backend).await;
+    let (keys, _dir) = fresh_key_store(backend).await;
     let key = new_key("acme", "ci", 100);
     keys.create_key(&key.record).await.expect("create");
     let app = app_with_keys(backend, Arc::clone(&keys), Duration::from_secs(1)).await;
@@ -170,7 +170,7 @@ async fn given_a_revoked_key_when_the_cache_expires_then_401(backend: Backend) {
 
 #[tokio::test]
 async fn given_no_cache_when_a_key_is_revoked_then_the_next_request_is_refused() {
-    let keys = fresh_key_store(Backend::Embedded).await;
+    let (keys, _dir) = fresh_key_store(Backend::Embedded).await;
     let key = new_key("acme", "ci", 100);
     keys.create_key(&key.record).await.expect("create");
     let app = app_with_keys(Backend::Embedded, Arc::clone(&keys), Duration::ZERO).await;
@@ -188,7 +188,7 @@ async fn given_no_cache_when_a_key_is_revoked_then_the_next_request_is_refused()
 
 #[tokio::test]
 async fn given_two_keys_of_two_tenants_when_each_lists_then_each_sees_only_its_own_batches() {
-    let keys = fresh_key_store(Backend::Embedded).await;
+    let (keys, _dir) = fresh_key_store(Backend::Embedded).await;
     let acme = new_key("acme", "a", 100);
     let globex = new_key("globex", "g", 100);
     for key in [&acme, &globex] {

@@ -362,12 +362,14 @@ pub async fn fresh_stores_with_quotas(backend: Backend, quotas: Quotas) -> TestS
     };
     match backend {
         Backend::Embedded => {
+            let (blobs, dir) = local_blobs();
+            let store_dir = dir.as_ref().expect("a local blob dir").path().join("store");
+            // On disk, as `cargo run` uses it: readers apart from the writer, WAL.
             let store = Arc::new(
-                EmbeddedStore::in_memory()
-                    .expect("in-memory store")
+                EmbeddedStore::open(&store_dir)
+                    .expect("embedded store")
                     .with_quotas(quotas),
             );
-            let (blobs, dir) = local_blobs();
             TestStores {
                 batches: store.clone(),
                 files: store,
@@ -429,11 +431,18 @@ pub async fn sdk_config(backend: Backend) -> aws_config::SdkConfig {
         .await
 }
 
-/// A fresh key store of one backend (its own table for DynamoDB backends).
-pub async fn fresh_key_store(backend: Backend) -> Arc<dyn KeyStore> {
+/// A fresh key store of one backend (its own table for DynamoDB backends; a
+/// data directory on disk, kept as long as the second value, for embedded).
+pub async fn fresh_key_store(
+    backend: Backend,
+) -> (Arc<dyn KeyStore>, Option<Arc<tempfile::TempDir>>) {
     match backend {
-        Backend::Embedded => Arc::new(EmbeddedStore::in_memory().expect("in-memory store")),
-        Backend::Moto | Backend::Dynalite => Arc::new(fresh_dynamo_store(backend).await),
+        Backend::Embedded => {
+            let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+            let store = EmbeddedStore::open(dir.path()).expect("embedded store");
+            (Arc::new(store), Some(dir))
+        }
+        Backend::Moto | Backend::Dynalite => (Arc::new(fresh_dynamo_store(backend).await), None),
     }
 }
 

@@ -1,0 +1,109 @@
+//! The `WorkQueue` port's contract, called directly on each adapter: the
+//! in-process channel (`cargo run`) and SQS (moto). What is enqueued is what the
+//! worker receives, every kind of item, intact.
+
+mod common;
+
+use aws_sdk_sqs::Client;
+use common::{sdk_config, Backend};
+use lambda_batches::domain::TenantId;
+use lambda_batches::queue::in_process::InProcessQueue;
+use lambda_batches::queue::sqs::SqsQueue;
+use lambda_batches::queue::{WorkItem, WorkQueue};
+
+suite!(
+    [embedded, moto],
+    [given_every_kind_of_item_when_enqueued_then_each_is_received_intact,]
+);
+
+fn every_kind() -> Vec<WorkItem> {
+    let tenant = TenantId::parse("acme").expect("tenant");
+    let batch_id = "batch_0123456789abcdef0123456789abcdef".to_string();
+    vec![
+        WorkItem::ValidateBatch {
+            tenant: tenant.clone(),
+            batch_id: batch_id.clone(),
+        },
+        WorkItem::RunShard {
+            tenant: tenant.clone(),
+            batch_id: batch_id.clone(),
+            start: 4_194_304,
+            end: u64::MAX,
+        },
+        WorkItem::Finalize {
+            tenant: tenant.clone(),
+            batch_id: batch_id.clone(),
+        },
+        WorkItem::FinishCancel { tenant, batch_id },
+    ]
+}
+
+async fn given_every_kind_of_item_when_enqueued_then_each_is_received_intact(backend: Backend) {
+    let items = every_kind();
+    let received = match backend {
+        Backend::Embedded => {
+            let (queue, mut receiver) = InProcessQueue::new();
+            for item in &items {
+                queue.enqueue(item).await.expect("enqueue");
+            }
+            let mut received = Vec::new();
+            while let Ok(item) = receiver.try_recv() {
+                received.push(item);
+            }
+            received
+        }
+        Backend::Moto => {
+            let config = sdk_config(backend).await;
+            let client = Client::new(&config);
+            let name = format!("work-{}", uuid::Uuid::new_v4().simple());
+            let url = client
+                .create_queue()
+                .queue_name(&name)
+                .send()
+                .await
+                .expect("CreateQueue")
+                .queue_url
+                .expect("a queue url");
+            let queue = SqsQueue::new(&config, &url);
+            for item in &items {
+                queue.enqueue(item).await.expect("enqueue");
+            }
+            let mut received = Vec::new();
+            // Bounded: an item that never arrives fails the comparison below.
+            for _ in 0..20 {
+                if received.len() == items.len() {
+                    break;
+                }
+                let answer = client
+                    .receive_message()
+                    .queue_url(&url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .send()
+                    .await
+                    .expect("ReceiveMessage");
+                for message in answer.messages.unwrap_or_default() {
+                    let body = message.body.expect("a body");
+                    received.push(serde_json::from_str::<WorkItem>(&body).expect("a work item"));
+                }
+            }
+            received
+        }
+        Backend::Dynalite => unreachable!("dynalite serves no SQS"),
+    };
+
+    let mut received = received;
+    let order = |i: &WorkItem| serde_json::to_string(i).expect("json");
+    received.sort_by_key(order);
+    let mut expected = items;
+    expected.sort_by_key(order);
+    assert_eq!(received, expected);
+}
+
+#[tokio::test]
+async fn given_the_worker_gone_when_an_item_is_enqueued_in_process_then_it_is_an_error() {
+    let (queue, receiver) = InProcessQueue::new();
+    drop(receiver);
+    let item = every_kind().remove(0);
+    assert!(queue.enqueue(&item).await.is_err());
+}
