@@ -159,8 +159,10 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The embedded store's database failed; the port names no adapter type,
+    /// the adapter converts its own errors (`store::embedded`).
     #[error("embedded store failed")]
-    Sqlite(#[from] rusqlite::Error),
+    Embedded(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
     #[error("embedded store worker stopped")]

@@ -338,6 +338,12 @@ where
     outcome
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Embedded(Box::new(error))
+    }
+}
+
 /// Brings a data directory written by an older version up to date.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let has_batches: bool = conn
