@@ -97,12 +97,11 @@ const CHECKPOINT_EVERY_WRITES: usize = 500;
 /// The WAL's backstop bound: 4 GiB of 4 KiB pages. A writer starts the WAL
 /// over only when it begins with every frame copied back, which a write load
 /// without pauses never allows: PASSIVE checkpoints keep up, yet the WAL grows
-/// by about 8 KiB per create (160 MB/s at 20,000 creates/s) until the load
-/// pauses. Past this size the checkpointer runs a RESTART: it waits for the
-/// writer and the readers, and the next write starts over at the top of the
-/// file. The bound is large because that restart is expensive on a busy disk:
-/// rewriting the start of the WAL waits for its writeback, and a 1 GiB bound
-/// (one restart per 10 s benchmark run) put p99 at 22–93 ms.
+/// with every create until the load pauses. Past this size the checkpointer
+/// runs a RESTART: it waits for the writer and the readers, and the next write
+/// starts over at the top of the file. The bound is large because that restart
+/// is expensive on a busy disk (rewriting the start of the WAL waits for its
+/// writeback); BENCHMARKS.md has the smaller bounds measured and rejected.
 const WAL_LIMIT_FRAMES: i64 = 1_048_576;
 
 /// After the WAL starts over, its file is cut back to this size.
