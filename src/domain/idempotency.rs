@@ -147,10 +147,6 @@ impl Fingerprint {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    pub fn from_stored(value: String) -> Self {
-        Self(value)
-    }
 }
 
 #[cfg(test)]
