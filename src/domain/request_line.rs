@@ -85,12 +85,6 @@ impl LineError {
         }
     }
 
-    /// Whether the line is not even a JSON object (as opposed to an object
-    /// with a missing or mistyped field).
-    pub fn is_syntax(self) -> bool {
-        matches!(self, Self::NotUtf8 | Self::NotJson | Self::NotAnObject)
-    }
-
     /// The error as a batch reports it, on 1-based line `line`.
     pub fn at_line(self, line: u64) -> BatchError {
         BatchError {
@@ -228,7 +222,6 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bytes)
             );
-            assert!(expected.is_syntax());
             assert_eq!(expected.param(), None);
         }
     }
