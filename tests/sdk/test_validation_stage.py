@@ -40,7 +40,6 @@ def test_given_invalid_request_lines_when_a_batch_is_created_then_it_fails_listi
     wrong_url = json.dumps({"custom_id": "u", "method": "POST", "url": "/v1/embeddings",
                             "body": {"model": "fake-model", "messages": []}})
     unknown_model = chat_line("m", model="nonexistent-model-xyz")
-    # Valid JSON objects on every line, so the upload itself accepts the file.
     file_id = upload_input(client, [chat_line("ok"), streaming, wrong_url, unknown_model])
 
     batch = create(client, input_file_id=file_id)
