@@ -21,6 +21,7 @@ use lambda_batches::clock::Clock;
 use lambda_batches::config::{
     AuthConfig, Config, ExecutionConfig, ReconcilerConfig, UpstreamConfig,
 };
+use lambda_batches::domain::{FileId, TenantId};
 use lambda_batches::files::local::LocalBlobStore;
 use lambda_batches::files::BlobStore;
 use lambda_batches::queue::in_process::InProcessQueue;
@@ -40,6 +41,7 @@ suite!(
         given_a_cancel_mid_run_then_the_batch_is_cancelled_with_partial_results,
         given_the_window_passing_mid_run_then_the_batch_expires_with_batch_expired_lines,
         given_a_key_reused_after_its_retention_then_the_new_batch_has_its_own_files_and_request_ids,
+        given_lines_with_duplicate_keys_then_they_run_with_the_last_value_of_each,
     ]
 );
 
@@ -347,6 +349,44 @@ async fn given_many_shards_delivered_twice_then_every_custom_id_appears_once(bac
     assert!(per_id.values().all(|n| *n == 1), "request ids are unique");
 }
 
+/// Validation and execution read a line the same way: a repeated key keeps its
+/// last value on both sides, so a line that passed validation runs.
+async fn given_lines_with_duplicate_keys_then_they_run_with_the_last_value_of_each(
+    backend: Backend,
+) {
+    let mut run = run(backend, FakeConfig::default(), execution(1 << 20, 4)).await;
+    let body = |content: &str| json!({"model": "fake-model", "messages": [{"role": "user", "content": content}]});
+    let lines = vec![
+        chat_line("r0", json!({})),
+        format!(
+            r#"{{"custom_id": "first", "method": "POST", "url": "/v1/chat/completions", "body": {}, "custom_id": "dup-id"}}"#,
+            body("hello dup-id")
+        ),
+        format!(
+            r#"{{"custom_id": "dup-body", "method": "POST", "url": "/v1/chat/completions", "body": {}, "body": {}}}"#,
+            body("the first body"),
+            body("the last body")
+        ),
+        chat_line("r3", json!({})),
+    ];
+    let id = run.create(&lines).await;
+
+    run.drain(1).await;
+
+    let batch = run.batch(&id).await;
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert_eq!(
+        batch["request_counts"],
+        json!({"total": 4, "completed": 4, "failed": 0})
+    );
+    let output = run.lines(&batch["output_file_id"]).await;
+    assert_eq!(custom_ids(&output), vec!["r0", "dup-id", "dup-body", "r3"]);
+    assert_eq!(
+        output[2]["response"]["body"]["choices"][0]["message"]["content"],
+        "echo: the last body"
+    );
+}
+
 async fn given_a_cancel_mid_run_then_the_batch_is_cancelled_with_partial_results(backend: Backend) {
     let mut run = run(backend, FakeConfig::default(), execution(400, 100)).await;
     let lines: Vec<String> = (0..12)
@@ -458,6 +498,57 @@ async fn given_a_key_reused_after_its_retention_then_the_new_batch_has_its_own_f
     // Same offsets in both inputs, yet the request ids differ.
     let old_output = run.lines(&first["output_file_id"]).await;
     assert_ne!(output[0]["id"], old_output[0]["id"]);
+}
+
+/// Validation refuses a line execution cannot read; should one reach a shard
+/// anyway (here, the stored bytes change after validation), it fails as a line
+/// in the error file and the shard goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_line_execution_cannot_read_then_it_fails_as_a_line_and_the_shard_goes_on() {
+    let mut run = run(
+        Backend::Embedded,
+        FakeConfig::default(),
+        execution(1 << 20, 4),
+    )
+    .await;
+    let lines: Vec<String> = (0..3)
+        .map(|i| chat_line(&format!("r{i}"), json!({})))
+        .collect();
+    let id = run.create(&lines).await;
+    let validate = run.items.try_recv().expect("the validation item");
+    run.worker.handle(&validate).await.expect("validation");
+    assert_eq!(run.batch(&id).await["status"], "in_progress");
+
+    // The same length, so every offset stays where validation saw it.
+    let broken = format!("{{{}", " ".repeat(lines[1].len() - 1));
+    let content = [lines[0].clone(), broken, lines[2].clone()].join("\n") + "\n";
+    let batch = run.batch(&id).await;
+    let file_id = FileId::parse(batch["input_file_id"].as_str().expect("file id")).expect("id");
+    let key = lambda_batches::files::file_key(&TenantId::default_tenant(), &file_id);
+    let mut writer = run.app.blobs.create(&key).await.expect("writer");
+    writer.write(content.into()).await.expect("write");
+    writer.finish().await.expect("finish");
+
+    run.drain(1).await;
+
+    let batch = run.batch(&id).await;
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert_eq!(
+        batch["request_counts"],
+        json!({"total": 3, "completed": 2, "failed": 1})
+    );
+    assert_eq!(
+        custom_ids(&run.lines(&batch["output_file_id"]).await),
+        vec!["r0", "r2"]
+    );
+    let errors = run.lines(&batch["error_file_id"]).await;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        errors[0]["error"]["code"], "invalid_json_line",
+        "{}",
+        errors[0]
+    );
+    assert!(errors[0]["response"].is_null());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

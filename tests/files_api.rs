@@ -20,7 +20,8 @@ suite!(
         given_bad_list_parameters_then_400_naming_them,
         given_two_tenants_then_neither_sees_the_others_files,
         given_crlf_bom_blank_lines_and_no_final_newline_then_the_batch_file_is_accepted_byte_for_byte,
-        given_a_bad_batch_file_then_400_names_the_first_bad_line_and_nothing_is_stored,
+        given_an_empty_file_or_a_bad_first_line_then_400_and_nothing_is_stored,
+        given_bad_lines_after_the_first_then_the_batch_file_is_accepted_as_openai_does,
         given_the_file_before_the_purpose_then_the_batch_check_still_decides,
         given_more_than_50000_requests_then_the_file_is_refused_at_request_50001,
         given_a_lowered_size_limit_then_a_larger_batch_file_is_refused_but_other_purposes_are_not,
@@ -281,42 +282,56 @@ async fn assert_refused_and_nothing_stored(
     assert_eq!(app.stored_objects().await, Vec::<String>::new());
 }
 
-async fn given_a_bad_batch_file_then_400_names_the_first_bad_line_and_nothing_is_stored(
-    backend: Backend,
-) {
+/// OpenAI refuses at upload only a batch file that cannot be one at all: an
+/// empty file, or a first request line that is not a JSON object.
+async fn given_an_empty_file_or_a_bad_first_line_then_400_and_nothing_is_stored(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    for (content, message) in [
-        (
-            &b"{\"a\":1}\n\n[1, 2]\n{\"c\": 3}\nnot json\n"[..],
-            "Invalid file format: line 3 is not a JSON object",
-        ),
-        (
-            b"{\"a\":1}\n{\"a\": \"\xff\xfe\"}\n",
-            "Invalid file format: line 2 is not valid UTF-8",
-        ),
-        (
-            b"{\"a\":1}\r\n{\"a\":\r\n",
-            "Invalid file format: line 2 is not valid JSON",
-        ),
+    let prefix = "Invalid file format for Batch API. Must be .jsonl";
+    for (content, detail) in [
+        (&b""[..], "the file is empty (no non-blank line)"),
+        (b"\n \r\n", "the file is empty (no non-blank line)"),
         (
             b"\"just a string\"",
-            "Invalid file format: line 1 is not a JSON object",
+            "line 1, the first request, is not a JSON object",
         ),
         (
-            b"",
-            "Invalid file format: the file holds no requests (no non-blank lines)",
+            b"{malformed json\n{}\n",
+            "line 1, the first request, is not valid JSON",
         ),
         (
-            b"\n \n",
-            "Invalid file format: the file holds no requests (no non-blank lines)",
+            b"\n[1, 2]\n{\"a\": 1}\n",
+            "line 2, the first request, is not a JSON object",
+        ),
+        (
+            b"{\"a\": \"\xff\xfe\"}\n{}\n",
+            "line 1, the first request, is not valid UTF-8",
         ),
     ] {
         let response = app.upload_file("batch", "bad.jsonl", content).await;
-        assert_refused_and_nothing_stored(&app, &response, message).await;
+        assert_refused_and_nothing_stored(&app, &response, &format!("{prefix}: {detail}.")).await;
     }
     // The same bytes are fine for a purpose that is not checked.
     let other = app.upload_file("user_data", "x.bin", b"\xff\xfe[1]").await;
     assert_eq!(other.status, StatusCode::OK, "{}", other.body);
+}
+
+/// Later lines are the validation stage's to report, with their line numbers
+/// (tests/validation_stage.rs), as OpenAI reports them when the batch runs.
+async fn given_bad_lines_after_the_first_then_the_batch_file_is_accepted_as_openai_does(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let mut content = batch_lines(2);
+    // (A line over the length limit too: tests/validation_stage.rs uploads one.)
+    content.extend_from_slice(b"{broken\n[1, 2]\n{\"a\": \"\xff\"}\n{\"custom_id\": 1}\n");
+
+    let created = app.upload_file("batch", "later.jsonl", &content).await;
+
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    assert_eq!(created.body["bytes"], content.len() as u64);
+    let read = app.content(None, &created.id()).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert!(read.body.as_ref() == content.as_slice(), "byte for byte");
 }
 
 async fn given_the_file_before_the_purpose_then_the_batch_check_still_decides(backend: Backend) {
@@ -339,18 +354,18 @@ async fn given_the_file_before_the_purpose_then_the_batch_check_still_decides(ba
             .await
         }
     };
-    let bad = form(b"{}\n[]\n", "batch").await;
+    let bad = form(b"[]\n{}\n", "batch").await;
     assert_refused_and_nothing_stored(
         &app,
         &bad,
-        "Invalid file format: line 2 is not a JSON object",
+        "Invalid file format for Batch API. Must be .jsonl: line 1, the first request, is not a JSON object.",
     )
     .await;
 
     let good = form(b"{}\n{}\n", "batch").await;
     assert_eq!(good.status, StatusCode::OK, "{}", good.body);
     assert_eq!(good.body["purpose"], "batch");
-    let not_checked = form(b"{}\n[]\n", "fine-tune").await;
+    let not_checked = form(b"[]\n{}\n", "fine-tune").await;
     assert_eq!(not_checked.status, StatusCode::OK, "{}", not_checked.body);
     assert_eq!(not_checked.body["purpose"], "fine-tune");
     assert!(not_checked.body["expires_at"].is_null());
@@ -372,7 +387,7 @@ async fn given_more_than_50000_requests_then_the_file_is_refused_at_request_5000
     let error = refused.expect_error(StatusCode::BAD_REQUEST);
     assert_eq!(
         error["message"],
-        "Invalid file format: line 50002 is request number 50001; a batch file may hold at most 50000 requests"
+        "A .jsonl file for the Batch API may hold at most 50000 requests: line 50002 is request number 50001."
     );
     // Only the first file was kept.
     let listed = app.get("/v1/files").await;
@@ -401,7 +416,7 @@ async fn given_a_lowered_size_limit_then_a_larger_batch_file_is_refused_but_othe
     assert_refused_and_nothing_stored(
         &app,
         &refused,
-        "Invalid file format: the file is larger than 4000 bytes, the limit for a batch input file",
+        "The Batch API only supports .jsonl files of at most 4000 bytes: this file is larger.",
     )
     .await;
     let accepted = app.upload_file("evals", "big.jsonl", &content).await;
@@ -646,8 +661,18 @@ async fn on_moto_a_multipart_sized_file_round_trips_and_a_refused_one_leaves_no_
     let mut stores = fresh_stores(Backend::Moto).await;
     let bucket = common::fresh_bucket(Backend::Moto).await;
     stores.blobs = std::sync::Arc::new(bucket.clone());
-    let app = TestApp::with_stores(stores, AuthConfig::Open, None);
     let content = batch_file_of_size(20 * 1024 * 1024);
+    // A request limit the file just meets, so one more line is refused at
+    // its very end, with parts already written.
+    let requests = content.iter().filter(|&&b| b == b'\n').count() as u64;
+    let settings = FileSettings {
+        batch_file_limits: BatchFileLimits {
+            max_requests: requests,
+            ..BatchFileLimits::OPENAI
+        },
+        ..FileSettings::default()
+    };
+    let app = TestApp::with_file_settings(stores, AuthConfig::Open, None, settings);
 
     let created = app.upload_file("batch", "twenty.jsonl", &content).await;
     assert_eq!(created.status, StatusCode::OK, "{}", created.body);
@@ -666,9 +691,15 @@ async fn on_moto_a_multipart_sized_file_round_trips_and_a_refused_one_leaves_no_
         .await;
 
     let mut bad = content.clone();
-    bad.extend_from_slice(b"[\"last line is not an object\"]\n");
+    bad.extend_from_slice(b"{}\n");
     let refused = app.upload_file("batch", "bad.jsonl", &bad).await;
-    refused.expect_error(StatusCode::BAD_REQUEST);
+    let error = refused.expect_error(StatusCode::BAD_REQUEST);
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at most")),
+        "{error}"
+    );
     assert_eq!(app.stored_objects().await, Vec::<String>::new());
     // The abort of the refused upload may run just after the answer.
     let mut pending = usize::MAX;

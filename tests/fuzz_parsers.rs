@@ -6,7 +6,9 @@ mod common;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::{Backend, TestApp};
-use lambda_batches::domain::{CreateBatch, IdempotencyKey};
+use lambda_batches::domain::jsonl::check_line;
+use lambda_batches::domain::request_line::parse_request;
+use lambda_batches::domain::{CreateBatch, Endpoint, IdempotencyKey};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -68,8 +70,50 @@ fn near_valid_body() -> impl Strategy<Value = Value> {
         })
 }
 
+/// A request line near the valid shape, written by hand so that keys may
+/// repeat: each member a known field (or another), valid or any JSON.
+fn near_valid_line() -> impl Strategy<Value = String> {
+    let member = prop_oneof![
+        Just(("custom_id", json!("a"))),
+        Just(("custom_id", json!("b"))),
+        Just(("method", json!("POST"))),
+        Just(("url", json!("/v1/chat/completions"))),
+        Just(("body", json!({"model": "m", "messages": []}))),
+        prop_oneof![
+            Just("custom_id"),
+            Just("method"),
+            Just("url"),
+            Just("body"),
+            Just("extra")
+        ]
+        .prop_flat_map(|name| any_json().prop_map(move |value| (name, value))),
+    ];
+    prop::collection::vec(member, 0..10).prop_map(|members| {
+        let members: Vec<String> = members
+            .iter()
+            .map(|(name, value)| format!("{}: {value}", json!(name)))
+            .collect();
+        format!("{{{}}}", members.join(", "))
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    /// Validation and execution read a line alike, repeated keys included: a
+    /// line that validates is a request execution reads, with the same id.
+    #[test]
+    fn a_line_that_validates_is_read_alike_by_execution(line in near_valid_line()) {
+        let verdict = check_line(1, line.as_bytes(), Endpoint::ChatCompletions, None);
+        match parse_request(line.as_bytes()) {
+            Ok(request) => {
+                if verdict.errors.is_empty() {
+                    prop_assert_eq!(Some(request.custom_id), verdict.custom_id);
+                }
+            }
+            Err(e) => prop_assert!(!verdict.errors.is_empty(), "{}: {}", line, e),
+        }
+    }
 
     #[test]
     fn create_parser_never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {

@@ -171,8 +171,8 @@ async fn given_parts_that_do_not_add_up_to_bytes_then_400_and_no_file(backend: B
 
 async fn given_a_bad_batch_file_in_parts_then_400_names_the_line_and_no_file(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let mut content = batch_lines(3);
-    content.extend_from_slice(b"\n42\n");
+    let mut content = b"\n42\n".to_vec();
+    content.extend(batch_lines(3));
     let (upload_id, parts) = upload_in_parts(&app, "batch", &content, 100).await;
 
     let response = app.complete_upload(&upload_id, &parts).await;
@@ -180,7 +180,7 @@ async fn given_a_bad_batch_file_in_parts_then_400_names_the_line_and_no_file(bac
     let error = response.expect_error(StatusCode::BAD_REQUEST);
     assert_eq!(
         error["message"],
-        "Invalid file format: line 5 is not a JSON object"
+        "Invalid file format for Batch API. Must be .jsonl: line 2, the first request, is not a JSON object."
     );
     assert_eq!(error["code"], "invalid_file_format");
     assert_eq!(app.get("/v1/files").await.body["data"], json!([]));
@@ -194,6 +194,14 @@ async fn given_a_bad_batch_file_in_parts_then_400_names_the_line_and_no_file(bac
     let completed = app.complete_upload(&other, &other_parts).await;
     assert_eq!(completed.status, StatusCode::OK, "{}", completed.body);
     assert!(completed.body["file"]["expires_at"].is_null());
+    // A bad line after the first is for the batch's validation to report, as
+    // OpenAI does: the upload completes.
+    let mut later = batch_lines(3);
+    later.extend_from_slice(b"\n42\n");
+    let (upload_id, parts) = upload_in_parts(&app, "batch", &later, 100).await;
+    let completed = app.complete_upload(&upload_id, &parts).await;
+    assert_eq!(completed.status, StatusCode::OK, "{}", completed.body);
+    assert_eq!(completed.body["file"]["bytes"], later.len() as u64);
 }
 
 async fn given_a_wrong_md5_then_400_and_the_right_one_completes(backend: Backend) {

@@ -30,6 +30,7 @@ suite!(
         given_a_missing_input_file_then_the_batch_fails_with_cannot_find_file,
         given_a_valid_file_then_the_batch_is_in_progress_with_total_and_model,
         given_invalid_lines_then_the_batch_fails_listing_every_error_in_order,
+        given_an_upload_with_bad_later_lines_then_it_is_accepted_and_the_batch_fails_naming_each,
         given_a_cancel_during_validation_then_the_batch_ends_cancelled,
         given_a_work_item_delivered_twice_then_the_second_changes_nothing,
         given_a_lost_announcement_then_the_reconciler_validates_the_batch,
@@ -336,6 +337,75 @@ async fn given_invalid_lines_then_the_batch_fails_listing_every_error_in_order(b
             ("missing_required_parameter".to_string(), 3),
             ("streaming_unsupported".to_string(), 4),
             ("invalid_request".to_string(), 5),
+        ]
+    );
+}
+
+/// OpenAI's behaviour: the upload takes a file whose first line is a JSON
+/// object, and the batch reports every later bad line with its number.
+async fn given_an_upload_with_bad_later_lines_then_it_is_accepted_and_the_batch_fails_naming_each(
+    backend: Backend,
+) {
+    let mut stage = stage(backend).await;
+    let mut content = [
+        chat_line("a", "m"),
+        chat_line("b", "m"),
+        "{broken".to_string(),
+    ]
+    .join("\n")
+    .into_bytes();
+    content.extend_from_slice(b"\n{\"custom_id\": \"\xff\"}\n[1, 2]\n");
+    content.extend(vec![
+        b'x';
+        lambda_batches::domain::jsonl::MAX_LINE_BYTES + 1
+    ]);
+    content.extend(format!("\n{}\n", chat_line("c", "m")).into_bytes());
+    let file = stage
+        .app
+        .upload_file("batch", "later.jsonl", &content)
+        .await;
+    assert_eq!(file.status, StatusCode::OK, "{}", file.body);
+    let id = stage.app.create(&create_body(&file.id())).await.id();
+
+    stage.drain().await;
+
+    let batch = stage.batch(&id).await;
+    assert_eq!(batch["status"], "failed", "{batch}");
+    let errors: Vec<(&str, i64, &str)> = batch["errors"]["data"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| {
+            (
+                e["code"].as_str().unwrap_or_default(),
+                e["line"].as_i64().unwrap_or_default(),
+                e["message"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let too_long = format!(
+        "This line is longer than the limit of {} bytes",
+        lambda_batches::domain::jsonl::MAX_LINE_BYTES
+    );
+    assert_eq!(
+        errors,
+        vec![
+            (
+                "invalid_json_line",
+                3,
+                "This line is not parseable as valid JSON."
+            ),
+            (
+                "invalid_json_line",
+                4,
+                "This line is not parseable as valid JSON: it is not valid UTF-8."
+            ),
+            (
+                "invalid_request",
+                5,
+                "Each line must be a JSON dictionary object"
+            ),
+            ("invalid_request", 6, too_long.as_str()),
         ]
     );
 }

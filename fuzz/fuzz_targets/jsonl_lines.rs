@@ -4,15 +4,17 @@
 //! the endpoint, bit 3 whether the upstream's model list is known.
 //!
 //! Properties: chunking never changes the report; line numbers are the
-//! physical lines; every recorded error points at a real line, in order.
+//! physical lines; every recorded error points at a real line, in order; a
+//! line that validates is one execution reads, with the same `custom_id`.
 
 #![no_main]
 
 use std::collections::HashSet;
 
 use lambda_batches::domain::jsonl::{
-    is_blank, validate_bytes, InputValidator, Line, LineSplitter, MAX_RECORDED_ERRORS,
+    check_line, is_blank, validate_bytes, InputValidator, Line, LineSplitter, MAX_RECORDED_ERRORS,
 };
+use lambda_batches::domain::request_line::parse_request;
 use lambda_batches::domain::Endpoint;
 use libfuzzer_sys::fuzz_target;
 
@@ -98,6 +100,19 @@ fuzz_target!(|data: &[u8]| {
     }
     if report.is_valid() {
         assert!(report.batch_errors().is_none());
+    }
+
+    // One reading of a line, for validation and for execution.
+    let known = models();
+    for (bytes, number) in &lines {
+        let Some(bytes) = bytes.as_deref().filter(|b| !is_blank(b)) else {
+            continue;
+        };
+        let verdict = check_line(*number, bytes, endpoint, known.as_ref());
+        if verdict.errors.is_empty() {
+            let request = parse_request(bytes).expect("a line that validates is read by execution");
+            assert_eq!(Some(request.custom_id), verdict.custom_id);
+        }
     }
 });
 

@@ -67,7 +67,7 @@ impl Form {
     request_body(content = CreateFileForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "The stored file", body = FileObject),
-        (status = 400, description = "Invalid form, purpose, expiry or file (a `batch` file that is not valid JSONL)", body = ErrorResponse),
+        (status = 400, description = "Invalid form, purpose, expiry or file (a `batch` file that is empty, or whose first line is not a JSON object)", body = ErrorResponse),
         (status = 413, description = "Body over the limit of the route", body = ErrorResponse),
     ),
 )]
@@ -75,7 +75,8 @@ impl Form {
 ///
 /// The file is streamed into the blob store as it arrives, never held whole.
 /// The fields may come in any order: the official SDKs send `purpose` first,
-/// and then a bad batch file is refused at its first bad line; when `file`
+/// and then a batch file that cannot be one (empty, or a first line that is
+/// not a JSON object) is refused as soon as that is known; when `file`
 /// comes first, the batch-file check runs anyway while it streams and its
 /// verdict is applied once `purpose` is known. Either way the object becomes
 /// visible (and the record is written) only after every check has passed.

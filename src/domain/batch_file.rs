@@ -1,17 +1,17 @@
-//! The format check of a `purpose=batch` upload, run on the bytes as they
-//! stream in: UTF-8 JSONL, one JSON object per non-blank line, within
-//! OpenAI's limits (200 MB, 50,000 requests).
+//! The upload check of a `purpose=batch` file, run on the bytes as they
+//! stream in.
 //!
-//! This is only the shape of the file, enough to refuse a file that could never
-//! be a batch before anything is stored. Whether each line is a valid request
-//! for an endpoint is the validation stage's job (`jsonl::InputValidator`),
-//! because only a batch names the endpoint.
+//! It refuses only what OpenAI refuses at upload: a file without requests, one
+//! whose first request line is not a JSON object, and one over the limits
+//! (200 MB, 50,000 requests). OpenAI takes a file with bad later lines and
+//! fails the batch made from it, naming each line; so do we: every line is
+//! checked by the validation stage (`jsonl::InputValidator`), which alone knows
+//! the endpoint, with the same reader ([`super::request_line`]).
 
 use std::fmt;
 
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-
 use super::jsonl::{is_blank, Line, LineSplitter, MAX_FILE_BYTES, MAX_LINE_BYTES, MAX_REQUESTS};
+use super::request_line::{LineError, RequestFields};
 
 /// The limits a batch file is checked against. Tests lower them to reach
 /// them cheaply; the service uses [`BatchFileLimits::OPENAI`].
@@ -37,7 +37,8 @@ impl Default for BatchFileLimits {
 }
 
 /// Why a file cannot be a batch input file. Lines are 1-based physical lines,
-/// blank ones included, so the number matches what an editor shows.
+/// blank ones included, so the number matches what an editor shows. The line
+/// errors are about the first non-blank line only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileFormatError {
     NotUtf8 { line: u64 },
@@ -63,27 +64,33 @@ impl FileFormatError {
     }
 }
 
+/// OpenAI's message for a file that is not a batch file, which the details follow.
+const NOT_JSONL: &str = "Invalid file format for Batch API. Must be .jsonl";
+
 impl fmt::Display for FileFormatError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Invalid file format: ")?;
+        let first = |f: &mut fmt::Formatter<'_>, line: &u64, what: &str| {
+            write!(f, "{NOT_JSONL}: line {line}, the first request, {what}.")
+        };
         match self {
-            Self::NotUtf8 { line } => write!(f, "line {line} is not valid UTF-8"),
-            Self::NotJson { line } => write!(f, "line {line} is not valid JSON"),
-            Self::NotAnObject { line } => write!(f, "line {line} is not a JSON object"),
-            Self::LineTooLong { line } => write!(
+            Self::NotUtf8 { line } => first(f, line, "is not valid UTF-8"),
+            Self::NotJson { line } => first(f, line, "is not valid JSON"),
+            Self::NotAnObject { line } => first(f, line, "is not a JSON object"),
+            Self::LineTooLong { line } => first(
                 f,
-                "line {line} is longer than the limit of {MAX_LINE_BYTES} bytes"
+                line,
+                &format!("is longer than the limit of {MAX_LINE_BYTES} bytes"),
             ),
+            Self::Empty => write!(f, "{NOT_JSONL}: the file is empty (no non-blank line)."),
             Self::TooManyRequests { line, max } => write!(
                 f,
-                "line {line} is request number {}; a batch file may hold at most {max} requests",
+                "A .jsonl file for the Batch API may hold at most {max} requests: line {line} is request number {}.",
                 max + 1
             ),
             Self::TooLarge { max } => write!(
                 f,
-                "the file is larger than {max} bytes, the limit for a batch input file"
+                "The Batch API only supports .jsonl files of at most {max} bytes: this file is larger."
             ),
-            Self::Empty => f.write_str("the file holds no requests (no non-blank lines)"),
         }
     }
 }
@@ -172,14 +179,13 @@ impl BatchFileCheck {
         }
     }
 
+    /// Counts every request line; reads only the first.
     fn check(&mut self, line: Line) -> Option<FileFormatError> {
         let (line, bytes) = match line {
-            Line::TooLong { number } => return Some(FileFormatError::LineTooLong { line: number }),
-            Line::Complete { number, bytes } => (number, bytes),
+            Line::TooLong { number } => (number, None),
+            Line::Complete { bytes, .. } if is_blank(&bytes) => return None,
+            Line::Complete { number, bytes } => (number, Some(bytes)),
         };
-        if is_blank(&bytes) {
-            return None;
-        }
         self.requests += 1;
         if self.requests > self.limits.max_requests {
             return Some(FileFormatError::TooManyRequests {
@@ -187,45 +193,21 @@ impl BatchFileCheck {
                 max: self.limits.max_requests,
             });
         }
-        if std::str::from_utf8(&bytes).is_err() {
-            return Some(FileFormatError::NotUtf8 { line });
+        if self.requests > 1 {
+            return None;
         }
-        json_object_error(&bytes, line)
-    }
-}
-
-/// Parses a line without building it: only whether it is one JSON object.
-fn json_object_error(bytes: &[u8], line: u64) -> Option<FileFormatError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let parsed = deserializer
-        .deserialize_any(ObjectOnly)
-        .and_then(|()| deserializer.end());
-    match parsed {
-        Ok(()) => None,
-        // The visitor refused a non-object before reading all of it: tell a
-        // well-formed non-object from malformed JSON by one more (rare) parse.
-        Err(e) if e.is_data() => Some(if serde_json::from_slice::<IgnoredAny>(bytes).is_ok() {
-            FileFormatError::NotAnObject { line }
-        } else {
-            FileFormatError::NotJson { line }
-        }),
-        Err(_) => Some(FileFormatError::NotJson { line }),
-    }
-}
-
-/// Accepts a JSON object, skipping its content; refuses every other value.
-struct ObjectOnly;
-
-impl<'de> Visitor<'de> for ObjectOnly {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(())
+        let Some(bytes) = bytes else {
+            return Some(FileFormatError::LineTooLong { line });
+        };
+        // A JSON object is enough here: its fields are the validation stage's
+        // to check, as OpenAI reports them on the batch, not at upload.
+        match RequestFields::parse(&bytes) {
+            Err(LineError::NotUtf8) => Some(FileFormatError::NotUtf8 { line }),
+            Err(LineError::NotJson) => Some(FileFormatError::NotJson { line }),
+            Err(LineError::NotAnObject) => Some(FileFormatError::NotAnObject { line }),
+            // (Field errors come inside the fields, never from `parse`.)
+            Ok(_) | Err(LineError::Missing(_) | LineError::WrongType(_)) => None,
+        }
     }
 }
 
@@ -259,16 +241,16 @@ mod tests {
     }
 
     #[test]
-    fn given_a_bad_line_then_the_first_one_is_named() {
+    fn given_a_bad_first_request_line_then_it_is_named() {
         let cases: [(&[u8], FileFormatError); 6] = [
-            (b"{}\n\n[1,2]\n{", FileFormatError::NotAnObject { line: 3 }),
-            (b"{}\n\"text\"\n", FileFormatError::NotAnObject { line: 2 }),
-            (b"{}\n{\"a\":\n{}", FileFormatError::NotJson { line: 2 }),
+            (b"\n\n[1,2]\n{}", FileFormatError::NotAnObject { line: 3 }),
+            (b"\"text\"\n{}\n", FileFormatError::NotAnObject { line: 1 }),
+            (b" \r\n{\"a\":\n{}", FileFormatError::NotJson { line: 2 }),
             (b"{\"a\":1} x\n", FileFormatError::NotJson { line: 1 }),
             (b"[1,\n", FileFormatError::NotJson { line: 1 }),
             (
-                b"{}\n{\"a\":\"\xff\"}\n",
-                FileFormatError::NotUtf8 { line: 2 },
+                b"{\"a\":\"\xff\"}\n{}\n",
+                FileFormatError::NotUtf8 { line: 1 },
             ),
         ];
         for (content, expected) in cases {
@@ -279,14 +261,49 @@ mod tests {
                 String::from_utf8_lossy(content)
             );
         }
+        let too_long = vec![b'x'; MAX_LINE_BYTES + 1];
+        assert_eq!(
+            check(&too_long),
+            Err(FileFormatError::LineTooLong { line: 1 })
+        );
     }
 
     #[test]
-    fn given_the_message_then_it_names_the_line() {
+    fn given_bad_lines_after_the_first_then_the_file_is_accepted_and_they_are_counted() {
+        let mut content = b"\n{\"custom_id\": 1}\n[1,2]\n{\n\"\xff\"\n\n".to_vec();
+        content.extend(vec![b'x'; MAX_LINE_BYTES + 1]);
         assert_eq!(
-            FileFormatError::NotAnObject { line: 3 }.to_string(),
-            "Invalid file format: line 3 is not a JSON object"
+            check(&content),
+            Ok(BatchFileSummary {
+                bytes: content.len() as u64,
+                requests: 5
+            })
         );
+    }
+
+    #[test]
+    fn given_each_error_then_its_message_mentions_jsonl_and_names_the_line() {
+        let cases = [
+            (
+                FileFormatError::NotAnObject { line: 3 },
+                "Invalid file format for Batch API. Must be .jsonl: line 3, the first request, is not a JSON object.",
+            ),
+            (
+                FileFormatError::Empty,
+                "Invalid file format for Batch API. Must be .jsonl: the file is empty (no non-blank line).",
+            ),
+            (
+                FileFormatError::TooManyRequests { line: 9, max: 7 },
+                "A .jsonl file for the Batch API may hold at most 7 requests: line 9 is request number 8.",
+            ),
+            (
+                FileFormatError::TooLarge { max: 10 },
+                "The Batch API only supports .jsonl files of at most 10 bytes: this file is larger.",
+            ),
+        ];
+        for (error, message) in cases {
+            assert_eq!(error.to_string(), message);
+        }
     }
 
     #[test]
@@ -315,7 +332,7 @@ mod tests {
 
     #[test]
     fn given_chunks_split_anywhere_then_the_verdict_is_the_same() {
-        let content = b"\xEF\xBB\xBF{\"a\":\"\xc3\xa9\"}\r\n{\"b\":2}\n[3]\n";
+        let content = b"\xEF\xBB\xBF\r\n\n[\"\xc3\xa9\"]\r\n{\"b\":2}\n{}\n";
         for size in 1..content.len() {
             let mut check = BatchFileCheck::new(BatchFileLimits::OPENAI);
             for chunk in content.chunks(size) {

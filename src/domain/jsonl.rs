@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::batch::{BatchError, BatchErrors};
 use super::create::Endpoint;
+use super::request_line::{LineError, RequestFields};
 
 /// OpenAI's limits for one batch input file.
 pub const MAX_REQUESTS: u64 = 50_000;
@@ -172,6 +173,10 @@ pub struct LineVerdict {
 
 /// Checks one non-blank request line against the batch endpoint.
 ///
+/// The line is read by [`RequestFields::parse`], as execution reads it, and
+/// every field error is reported: a line without errors here is one
+/// [`super::request_line::parse_request`] accepts.
+///
 /// `known_models` is the upstream's model list, or `None` to skip that check
 /// (when the upstream could not be asked).
 pub fn check_line(
@@ -181,60 +186,19 @@ pub fn check_line(
     known_models: Option<&HashSet<String>>,
 ) -> LineVerdict {
     let mut verdict = LineVerdict::default();
-    let value: Value = match serde_json::from_slice(bytes) {
-        Ok(value) => value,
-        Err(_) => {
-            let message = if std::str::from_utf8(bytes).is_err() {
-                "This line is not parseable as valid JSON: it is not valid UTF-8."
-            } else {
-                "This line is not parseable as valid JSON."
-            };
-            verdict.errors.push(error(
-                "invalid_json_line",
-                number,
-                None,
-                message.to_string(),
-            ));
+    let fields = match RequestFields::parse(bytes) {
+        Ok(fields) => fields,
+        Err(e) => {
+            verdict.errors.push(e.at_line(number));
             return verdict;
         }
     };
-    let Value::Object(request) = value else {
-        verdict.errors.push(error(
-            "invalid_request",
-            number,
-            None,
-            "Each line must be a JSON dictionary object".to_string(),
-        ));
-        return verdict;
-    };
-
-    let mut string_field = |name: &str, label: &str| -> Option<String> {
-        match request.get(name) {
-            None => {
-                verdict.errors.push(error(
-                    "missing_required_parameter",
-                    number,
-                    Some(name),
-                    format!("Missing required parameter: {name}"),
-                ));
-                None
-            }
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => {
-                verdict.errors.push(error(
-                    "invalid_request",
-                    number,
-                    Some(name),
-                    format!("{label} must be a string"),
-                ));
-                None
-            }
-        }
-    };
-    let custom_id = string_field("custom_id", "Custom_id");
-    let method = string_field("method", "Method");
-    let url = string_field("url", "URL");
-    if method.as_deref().is_some_and(|m| m != "POST") {
+    verdict
+        .errors
+        .extend(field_error(&fields.custom_id, number));
+    verdict.errors.extend(field_error(&fields.method, number));
+    verdict.errors.extend(field_error(&fields.url, number));
+    if fields.method.as_deref().is_ok_and(|m| m != "POST") {
         verdict.errors.push(error(
             "invalid_request",
             number,
@@ -242,7 +206,7 @@ pub fn check_line(
             "Only POST is supported as the method of a batch request".to_string(),
         ));
     }
-    if url.as_deref().is_some_and(|u| u != endpoint.as_str()) {
+    if fields.url.as_deref().is_ok_and(|u| u != endpoint.as_str()) {
         verdict.errors.push(error(
             "invalid_url",
             number,
@@ -250,32 +214,16 @@ pub fn check_line(
             "URL provided for this request does not match the batch endpoint".to_string(),
         ));
     }
-    let body = match request.get("body") {
-        None => {
-            verdict.errors.push(error(
-                "missing_required_parameter",
-                number,
-                Some("body"),
-                "Missing required parameter: body".to_string(),
-            ));
-            None
-        }
-        Some(Value::Object(body)) => Some(body),
-        Some(_) => {
-            verdict.errors.push(error(
-                "invalid_request",
-                number,
-                Some("body"),
-                "Body must be a JSON dictionary object".to_string(),
-            ));
-            None
-        }
-    };
-    if let Some(body) = body {
+    verdict.errors.extend(field_error(&fields.body, number));
+    if let Ok(body) = &fields.body {
         check_body(number, body, endpoint, known_models, &mut verdict);
     }
-    verdict.custom_id = custom_id;
+    verdict.custom_id = fields.custom_id.ok();
     verdict
+}
+
+fn field_error<T>(field: &Result<T, LineError>, number: u64) -> Option<BatchError> {
+    field.as_ref().err().map(|e| e.at_line(number))
 }
 
 /// The body type a field must have, and how the message names it.
@@ -826,6 +774,21 @@ mod tests {
             "Model 'nonexistent-model' does not exist or is not supported"
         );
         assert!(validate_bytes(&jsonl(&[line]), CHAT, None).is_valid());
+    }
+
+    #[test]
+    fn repeated_keys_keep_their_last_value_as_execution_reads_them() {
+        let valid_last = br#"{"custom_id": "x", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m"}, "body": {"model": "m", "messages": []}, "custom_id": "y"}"#;
+        let verdict = check_line(1, valid_last, CHAT, None);
+        assert!(verdict.errors.is_empty(), "{:?}", verdict.errors);
+        assert_eq!(verdict.custom_id.as_deref(), Some("y"));
+        let request = crate::domain::request_line::parse_request(valid_last).expect("runs");
+        assert_eq!(request.custom_id, "y");
+
+        let invalid_last = br#"{"custom_id": "x", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m", "messages": []}, "body": {"model": "m"}}"#;
+        let errors = check_line(1, invalid_last, CHAT, None).errors;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].param.as_deref(), Some("body.messages"));
     }
 
     #[test]

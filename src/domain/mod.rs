@@ -10,6 +10,7 @@ pub mod file;
 pub mod idempotency;
 pub mod jsonl;
 pub mod quota;
+pub mod request_line;
 pub mod tenant;
 pub mod upload;
 pub mod validation;

@@ -14,7 +14,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use futures_util::FutureExt;
-use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::time::Instant;
 
@@ -23,6 +22,7 @@ use crate::domain::batch::Usage;
 use crate::domain::execution::{
     gaps, resume_point, shards, ByteRange, LatencyHistogram, ResultFile, Segment,
 };
+use crate::domain::request_line::{parse_request, LineError};
 use crate::domain::{
     BatchError, BatchErrors, BatchId, BatchPatch, BatchStatus, FileId, FileObject, FilePurpose,
     TenantId, Transition,
@@ -50,12 +50,6 @@ struct ShardLine {
     next: u64,
     /// `None` for a blank line: nothing to run, but it is covered all the same.
     request: Option<Vec<u8>>,
-}
-
-#[derive(Deserialize)]
-struct RequestLine {
-    custom_id: String,
-    body: serde_json::Value,
 }
 
 impl Worker {
@@ -201,7 +195,7 @@ impl Worker {
                 self.execution.concurrency.min(own as usize)
             });
         // Boxed, so the futures are plainly Send to the runtime's spawner.
-        let runs: Vec<futures_util::future::BoxFuture<'_, Option<Execution>>> = lines
+        let runs: Vec<futures_util::future::BoxFuture<'_, Option<(String, Execution)>>> = lines
             .iter()
             .map(|line| {
                 let stop = Arc::clone(&stop);
@@ -209,27 +203,32 @@ impl Worker {
                     if stop.load(Ordering::Relaxed) || out_of_time(deadline, FINISH_MARGIN) {
                         return None;
                     }
-                    let request: RequestLine =
-                        serde_json::from_slice(line.request.as_deref()?).ok()?;
-                    Some(
-                        self.upstream
-                            .execute(
-                                // The batch's endpoint, one of a fixed set, not
-                                // the line's own `url`: nothing in a file picks
-                                // where a request goes (validation already
-                                // refused lines whose `url` differs).
-                                &record.batch.endpoint,
-                                &request.body,
-                                &self.execution.retry,
-                                line_deadline,
-                            )
-                            .await,
-                    )
+                    // Read as validation read it, so a validated line always
+                    // runs; one that cannot be read is still a line's result.
+                    let request = match parse_request(line.request.as_deref()?) {
+                        Ok(request) => request,
+                        Err(error) => return Some((String::new(), unreadable(error))),
+                    };
+                    let body = serde_json::Value::Object(request.body);
+                    let execution = self
+                        .upstream
+                        .execute(
+                            // The batch's endpoint, one of a fixed set, not
+                            // the line's own `url`: nothing in a file picks
+                            // where a request goes (validation already
+                            // refused lines whose `url` differs).
+                            &record.batch.endpoint,
+                            &body,
+                            &self.execution.retry,
+                            line_deadline,
+                        )
+                        .await;
+                    Some((request.custom_id, execution))
                 }
                 .boxed()
             })
             .collect();
-        let results: Vec<Option<Execution>> =
+        let results: Vec<Option<(String, Execution)>> =
             stream::iter(runs).buffered(concurrency).collect().await;
         watcher.abort();
         crash_point("after_segment_upstream_calls");
@@ -239,17 +238,15 @@ impl Worker {
         let (mut completed, mut failed, mut usage, mut end) = (0, 0, Usage::default(), start);
         let (mut retries, mut latency) = (0, LatencyHistogram::default());
         for (line, result) in lines.iter().zip(results) {
-            let Some(request) = &line.request else {
+            if line.request.is_none() {
                 end = line.next;
                 continue;
-            };
-            let Some(execution) = result.filter(|e| !e.gave_up_for_deadline) else {
+            }
+            let Some((custom_id, execution)) = result.filter(|(_, e)| !e.gave_up_for_deadline)
+            else {
                 // Not run, or cut by the deadline: the segment ends before it.
                 break;
             };
-            let custom_id = serde_json::from_slice::<RequestLine>(request)
-                .map(|r| r.custom_id)
-                .unwrap_or_default();
             retries += u64::from(execution.attempts.saturating_sub(1));
             latency.record(u64::try_from(execution.latency.as_millis()).unwrap_or(u64::MAX));
             let id = record.instance().request_id(line.offset);
@@ -689,7 +686,7 @@ impl Worker {
                     };
                     count += 1;
                     if sink.is_some() {
-                        let custom_id = serde_json::from_slice::<RequestLine>(request)
+                        let custom_id = parse_request(request)
                             .map(|r| r.custom_id)
                             .unwrap_or_default();
                         let id = record.instance().request_id(line.offset);
@@ -781,6 +778,22 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+/// The result of a line that cannot be read as a request. Validation refuses
+/// such a line, so this is only a guard: the line fails in the error file
+/// rather than stopping its shard.
+fn unreadable(error: LineError) -> Execution {
+    Execution {
+        outcome: Outcome::TransportError {
+            code: error.code(),
+            message: error.to_string(),
+        },
+        attempts: 0,
+        latency: Duration::ZERO,
+        total: Duration::ZERO,
+        gave_up_for_deadline: false,
     }
 }
 

@@ -85,18 +85,35 @@ def test_given_a_file_above_the_inline_limit_when_read_then_the_bytes_arrive_who
         assert redirects == []
 
 
-def test_given_a_bad_batch_file_when_created_then_bad_request_names_the_first_bad_line(
-    files_server,
-):
+@pytest.mark.parametrize(
+    "content, detail",
+    [
+        (b"", "the file is empty (no non-blank line)."),
+        (b"{malformed json\n", "line 1, the first request, is not valid JSON."),
+        (b'\n["not", "an", "object"]\n{"a": 1}\n', "line 2, the first request, is not a JSON object."),
+    ],
+    ids=["empty", "malformed", "not-an-object"],
+)
+def test_given_an_empty_file_or_a_bad_first_line_when_created_then_bad_request(files_server, content, detail):
     client = files_server.client()
-    content = b'{"a": 1}\n\n["not", "an", "object"]\n{bad json\n'
 
     with pytest.raises(openai.BadRequestError) as error:
         client.files.create(file=("bad.jsonl", content), purpose="batch")
 
-    assert str(error.value).endswith("Invalid file format: line 3 is not a JSON object")
+    assert error.value.status_code == 400
+    assert str(error.value).endswith(f"Invalid file format for Batch API. Must be .jsonl: {detail}")
     assert error.value.param == "file"
     assert error.value.code == "invalid_file_format"
+
+
+def test_given_bad_lines_after_the_first_when_created_then_the_file_is_accepted(files_server):
+    client = files_server.client()
+    content = jsonl(1) + b'\n["not", "an", "object"]\n{bad json\n'
+
+    created = client.files.create(file=("later.jsonl", content), purpose="batch")
+
+    assert created.bytes == len(content)
+    assert client.files.content(created.id).read() == content
 
 
 def test_given_another_tenants_file_then_it_is_not_found(files_server):
@@ -151,9 +168,9 @@ def test_given_a_file_over_10_mb_when_uploaded_in_4_mb_parts_then_one_file_holds
     assert client.files.content(upload.file.id).read() == content
 
 
-def test_given_a_bad_batch_file_in_parts_when_completed_then_bad_request(files_server):
+def test_given_a_bad_first_line_in_parts_when_completed_then_bad_request(files_server):
     client = files_server.client()
-    content = jsonl(2) + b"42\n"
+    content = b"42\n" + jsonl(2)
 
     with pytest.raises(openai.BadRequestError) as error:
         client.uploads.upload_file_chunked(
@@ -165,7 +182,7 @@ def test_given_a_bad_batch_file_in_parts_when_completed_then_bad_request(files_s
             part_size=100,
         )
 
-    assert "line 3 is not a JSON object" in str(error.value)
+    assert "Must be .jsonl: line 1, the first request, is not a JSON object." in str(error.value)
 
 
 def test_given_an_upload_when_cancelled_then_it_takes_no_more_parts(files_server):

@@ -40,7 +40,6 @@ def test_given_invalid_request_lines_when_a_batch_is_created_then_it_fails_listi
     wrong_url = json.dumps({"custom_id": "u", "method": "POST", "url": "/v1/embeddings",
                             "body": {"model": "fake-model", "messages": []}})
     unknown_model = chat_line("m", model="nonexistent-model-xyz")
-    # Valid JSON objects on every line, so the upload itself accepts the file.
     file_id = upload_input(client, [chat_line("ok"), streaming, wrong_url, unknown_model])
 
     batch = create(client, input_file_id=file_id)
@@ -52,6 +51,20 @@ def test_given_invalid_request_lines_when_a_batch_is_created_then_it_fails_listi
         ("invalid_url", 3, "url"),
         ("model_not_found", 4, "body.model"),
     ]
+
+
+def test_given_a_file_whose_line_3_is_broken_then_the_upload_succeeds_and_the_batch_fails_at_line_3(server):
+    # OpenAI's behaviour: the upload takes the file, the batch names the line.
+    client = server.client()
+    file_id = upload_input(client, [chat_line("a"), chat_line("b"), "{invalid json here", chat_line("c")])
+
+    batch = create(client, input_file_id=file_id)
+
+    failed = wait_for_status(client, batch.id, {"failed"})
+    assert len(failed.errors.data) == 1
+    error = failed.errors.data[0]
+    assert (error.code, error.line, error.param) == ("invalid_json_line", 3, None)
+    assert error.message == "This line is not parseable as valid JSON."
 
 
 def test_given_a_batch_cancelled_early_then_it_ends_cancelled(slow_server):
