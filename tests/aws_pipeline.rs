@@ -99,6 +99,7 @@ async fn given_a_batch_created_in_aws_mode_then_stream_sqs_and_worker_validate_i
         blobs: bucket.clone() as Arc<dyn BlobStore>,
         dynamodb_requests: None,
         _blob_dir: None,
+        _store_dir: None,
     };
     // As the API Lambda: no work queue, the table's stream announces.
     let app = TestApp::with_stores(stores, AuthConfig::Open, None);

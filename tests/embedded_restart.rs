@@ -22,6 +22,7 @@ async fn given_a_batch_when_the_store_is_reopened_then_it_and_its_key_survive() 
             blobs,
             dynamodb_requests: None,
             _blob_dir: None,
+            _store_dir: None,
         };
         TestApp::with_stores(stores, AuthConfig::Open, None)
     };

@@ -99,6 +99,7 @@ async fn run(backend: Backend, fake: FakeConfig, execution: ExecutionConfig) -> 
         blobs: Arc::clone(&blobs),
         dynamodb_requests: None,
         _blob_dir: None,
+        _store_dir: None,
     };
     let app = TestApp::with_stores(stores, AuthConfig::Open, Some(Arc::clone(&queue)));
     let worker = Worker {

@@ -93,6 +93,7 @@ async fn stores(backend: Backend, quotas: Quotas) -> (TestStores, Arc<dyn BatchS
         blobs,
         dynamodb_requests: None,
         _blob_dir: Some(dir),
+        _store_dir: None,
     };
     (stores, without)
 }
@@ -380,6 +381,7 @@ async fn given_a_create_that_crashed_after_taking_its_slot_then_its_retry_or_the
         blobs: Arc::new(LocalBlobStore::open_dir(dir.path()).unwrap()),
         dynamodb_requests: None,
         _blob_dir: Some(dir),
+        _store_dir: None,
     };
     let app = TestApp::with_stores(stores, tenants(), None);
     let lose_batch = |id: String| {

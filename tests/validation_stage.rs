@@ -111,6 +111,7 @@ async fn stage_with_quotas(backend: Backend, upstream: UpstreamConfig, quotas: Q
         blobs: Arc::clone(&blobs),
         dynamodb_requests: requests,
         _blob_dir: None,
+        _store_dir: None,
     };
     let app = TestApp::with_stores(stores, AuthConfig::Open, Some(Arc::clone(&queue)));
     let clock = Arc::clone(&app.clock);

@@ -100,6 +100,8 @@ pub struct TestApp {
     pub dynamodb_requests: Option<RequestCounter>,
     /// Keeps a local blob directory alive as long as the app.
     pub blob_dir: Option<Arc<tempfile::TempDir>>,
+    /// Keeps an embedded store's data directory alive as long as the app.
+    pub _store_dir: Option<Arc<tempfile::TempDir>>,
 }
 
 /// Fresh storage of one backend: records, file bytes, and a request counter.
@@ -110,6 +112,8 @@ pub struct TestStores {
     pub dynamodb_requests: Option<RequestCounter>,
     /// Keeps a local blob directory alive as long as the stores.
     pub _blob_dir: Option<Arc<tempfile::TempDir>>,
+    /// Keeps an embedded store's data directory alive as long as the stores.
+    pub _store_dir: Option<Arc<tempfile::TempDir>>,
 }
 
 pub struct TestResponse {
@@ -229,6 +233,7 @@ impl TestApp {
             blobs: stores.blobs,
             dynamodb_requests: stores.dynamodb_requests,
             blob_dir: stores._blob_dir,
+            _store_dir: stores._store_dir,
         }
     }
 
@@ -363,10 +368,10 @@ pub async fn fresh_stores_with_quotas(backend: Backend, quotas: Quotas) -> TestS
     match backend {
         Backend::Embedded => {
             let (blobs, dir) = local_blobs();
-            let store_dir = dir.as_ref().expect("a local blob dir").path().join("store");
+            let store_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
             // On disk, as `cargo run` uses it: readers apart from the writer, WAL.
             let store = Arc::new(
-                EmbeddedStore::open(&store_dir)
+                EmbeddedStore::open(store_dir.path())
                     .expect("embedded store")
                     .with_quotas(quotas),
             );
@@ -376,6 +381,7 @@ pub async fn fresh_stores_with_quotas(backend: Backend, quotas: Quotas) -> TestS
                 blobs,
                 dynamodb_requests: None,
                 _blob_dir: dir,
+                _store_dir: Some(store_dir),
             }
         }
         Backend::Moto | Backend::Dynalite => {
@@ -396,6 +402,7 @@ pub async fn fresh_stores_with_quotas(backend: Backend, quotas: Quotas) -> TestS
                 blobs,
                 dynamodb_requests: Some(counter),
                 _blob_dir: dir,
+                _store_dir: None,
             }
         }
     }
