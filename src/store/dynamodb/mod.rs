@@ -37,7 +37,7 @@ mod quota;
 pub use keys::KEYS_PARTITION;
 use listing::{query_until, Take};
 use quota::Slot;
-pub use quota::USAGE_ID;
+pub use quota::{MAX_TRACKED_BATCHES, USAGE_ID};
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 
@@ -123,8 +123,17 @@ impl DynamoStore {
         }
     }
 
-    /// The same store, enforcing `quotas` (see `quota.rs`).
-    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+    /// The same store, enforcing `quotas` (see `quota.rs`). Whenever usage is
+    /// kept, batches in flight are capped at [`MAX_TRACKED_BATCHES`]: the
+    /// usage item holds their ids.
+    pub fn with_quotas(mut self, mut quotas: Quotas) -> Self {
+        if !quotas.is_unlimited() {
+            quotas.max_batches_in_flight = Some(
+                quotas
+                    .max_batches_in_flight
+                    .map_or(MAX_TRACKED_BATCHES, |max| max.min(MAX_TRACKED_BATCHES)),
+            );
+        }
         self.quotas = quotas;
         self
     }

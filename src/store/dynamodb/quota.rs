@@ -23,6 +23,15 @@ use super::{dynamo_error, send_guarded, DynamoStore, Guarded, Item, PENDING_INDE
 use crate::domain::{BatchId, QuotaExceeded, TenantId};
 use crate::store::StoreError;
 
+/// The most batches in flight one tenant's usage item tracks, whatever the
+/// quotas say. Each costs about 82 bytes across `in_flight` and `enqueued`
+/// (a 38-byte id in each, plus the lines), so this many keep the item near
+/// 330 KB, under DynamoDB's 400 KB item limit. Bounding the sets rather than
+/// keeping per-batch slot items and counters: that needs TransactWriteItems to
+/// stay atomic and idempotent, which dynalite (one of the two test servers)
+/// does not implement.
+pub const MAX_TRACKED_BATCHES: u32 = 4_000;
+
 /// The usage item's sort key: no batch, file or upload id looks like it.
 pub const USAGE_ID: &str = "quota";
 /// The usage item's partition in `pending-index`.
