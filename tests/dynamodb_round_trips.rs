@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use common::{create_body, fresh_stores_with_quotas, with_key, Backend, TestApp};
 use lambda_batches::clock::Clock;
 use lambda_batches::config::AuthConfig;
+use lambda_batches::domain::batch::{BatchError, BatchErrors};
 use lambda_batches::domain::{BatchId, Quotas, TenantId, Transition};
 
 async fn count<F: std::future::Future<Output = common::TestResponse>>(
@@ -106,4 +107,61 @@ async fn on_moto_a_batch_quota_adds_one_request_to_create_and_to_the_terminal_tr
     assert_eq!(refusal.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!((new, replay, refused), (2, 2, 2));
     assert_eq!((cancel, finish), (1, 2));
+}
+
+/// A listing page is one Query while its batches are complete in the listing
+/// index; batches with errors (left out of the index) add one BatchGetItem
+/// for the whole page, however many of them it holds.
+async fn a_list_page_is_one_query_plus_one_read_for_batches_with_errors(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tenant = TenantId::default_tenant();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(app.create(&create_body(&format!("file-{i}"))).await.id());
+        app.clock.advance_ms(1);
+    }
+    let (clean, page) = count(&app, app.get("/v1/batches?limit=20")).await;
+    assert_eq!(page.body["data"].as_array().map(Vec::len), Some(20));
+
+    for id in ids.iter().step_by(3) {
+        let now = app.clock.now_secs();
+        let errors = BatchErrors {
+            object: "list".into(),
+            data: vec![BatchError {
+                code: "invalid_json_line".into(),
+                message: "This line is not parseable as valid JSON.".into(),
+                param: None,
+                line: Some(1),
+            }],
+        };
+        app.store
+            .transition(
+                &tenant,
+                &BatchId::parse(id).unwrap(),
+                Transition::fail_validation(now, errors),
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    let (with_errors, page) = count(&app, app.get("/v1/batches?limit=20")).await;
+    let listed_errors = page.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|batch| batch["errors"]["data"][0]["line"] == 1)
+        .count();
+
+    assert_eq!(listed_errors, 7);
+    assert_eq!((clean, with_errors), (1, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_moto_a_list_page_is_one_query_plus_one_read_for_batches_with_errors() {
+    a_list_page_is_one_query_plus_one_read_for_batches_with_errors(Backend::Moto).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_dynalite_a_list_page_is_one_query_plus_one_read_for_batches_with_errors() {
+    a_list_page_is_one_query_plus_one_read_for_batches_with_errors(Backend::Dynalite).await;
 }

@@ -430,3 +430,52 @@ async fn given_a_create_that_crashed_after_taking_its_slot_then_its_retry_or_the
         .await;
     assert_eq!(fresh.status, StatusCode::OK, "{}", fresh.body);
 }
+
+/// One usage item per tenant holds the ids of its batches in flight (about 80
+/// bytes each) beside DynamoDB's 400 KB item limit: the DynamoDB store tracks
+/// at most `MAX_TRACKED_BATCHES` per tenant, whatever the quota says, and
+/// refuses the next create with a 429 instead of failing the write.
+async fn given_more_batches_in_flight_than_one_usage_item_holds_then_the_next_is_429(
+    backend: Backend,
+) {
+    use futures::StreamExt;
+    let bound = lambda_batches::store::dynamodb::MAX_TRACKED_BATCHES;
+    // Only the line quota is set: no batch quota would stop the ids growing.
+    let app = Arc::new(app(backend, lines(10_000_000)).await);
+    let statuses: Vec<StatusCode> = futures::stream::iter(0..bound)
+        .map(|i| {
+            let app = Arc::clone(&app);
+            async move {
+                app.create_as("a", &create_body(&format!("file-{i}")))
+                    .await
+                    .status
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK));
+
+    let refused = app.create_as("a", &create_body("file-next")).await;
+
+    let error = refused.expect_error(StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains(&bound.to_string()),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_moto_the_usage_item_tracks_a_bounded_number_of_batches() {
+    given_more_batches_in_flight_than_one_usage_item_holds_then_the_next_is_429(Backend::Moto)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_dynalite_the_usage_item_tracks_a_bounded_number_of_batches() {
+    given_more_batches_in_flight_than_one_usage_item_holds_then_the_next_is_429(Backend::Dynalite)
+        .await;
+}

@@ -462,6 +462,16 @@ pub async fn fresh_dynamo_store(backend: Backend) -> DynamoStore {
 
 /// Creates `table` as `template.yaml`'s `BatchesTable` defines it.
 pub async fn create_table_from_template(client: &aws_sdk_dynamodb::Client, table: &str) {
+    create_table_with_indexes(client, table, |_| true).await;
+}
+
+/// Creates `table` as `template.yaml`'s `BatchesTable` defines it, with only the
+/// indexes `keep` names (a table as an older template built it).
+pub async fn create_table_with_indexes(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    keep: fn(&str) -> bool,
+) {
     let template: serde_yaml::Value = serde_yaml::from_str(
         &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml"))
             .expect("template.yaml"),
@@ -504,7 +514,12 @@ pub async fn create_table_from_template(client: &aws_sdk_dynamodb::Client, table
     for index in properties["GlobalSecondaryIndexes"]
         .as_sequence()
         .expect("GlobalSecondaryIndexes")
+        .iter()
+        .filter(|index| keep(&text(&index["IndexName"])))
     {
+        let non_key = index["Projection"]["NonKeyAttributes"]
+            .as_sequence()
+            .map(|names| names.iter().map(text).collect());
         request = request.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name(text(&index["IndexName"]))
@@ -514,6 +529,7 @@ pub async fn create_table_from_template(client: &aws_sdk_dynamodb::Client, table
                         .projection_type(ProjectionType::from(
                             text(&index["Projection"]["ProjectionType"]).as_str(),
                         ))
+                        .set_non_key_attributes(non_key)
                         .build(),
                 )
                 .build()

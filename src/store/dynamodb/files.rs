@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde::{Deserialize, Serialize};
 
+use super::listing::{query_until, Take};
 use super::{dynamo_error, send_guarded, DynamoStore, Guarded, Item};
 use crate::domain::upload::{ExpiresAfter, Upload, UploadId, UploadTransition};
 use crate::domain::{FileId, FileObject, TenantId};
@@ -213,41 +214,29 @@ impl FileStore for DynamoStore {
             ("#partition".to_string(), partition.to_string()),
             ("#expires".to_string(), "expires_at".to_string()),
         ]);
+        let request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression(&key_condition)
+            // Expired files (TTL deletes late) are filtered out here; a filter
+            // still counts against Limit and the 1 MB page: `query_until` reads on.
+            .filter_expression("attribute_not_exists(#expires) OR #expires > :now")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .scan_index_forward(ascending);
         // One item more than asked for tells whether another page exists.
         let wanted = query.limit.saturating_add(1);
-        let mut files: Vec<FileObject> = Vec::with_capacity(wanted.min(1_024));
-        let mut start_key: Option<Item> = None;
-        loop {
-            let remaining = i32::try_from(wanted - files.len()).unwrap_or(i32::MAX);
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(index)
-                .key_condition_expression(&key_condition)
-                // Expired files (TTL deletes late) are filtered out here; a filter
-                // still counts against Limit, hence the loop.
-                .filter_expression("attribute_not_exists(#expires) OR #expires > :now")
-                .set_expression_attribute_names(Some(names.clone()))
-                .set_expression_attribute_values(Some(values.clone()))
-                .scan_index_forward(ascending)
-                .limit(remaining)
-                .set_exclusive_start_key(start_key.take())
-                .send()
-                .await
-                .map_err(|e| dynamo_error("Query", e))?;
-            for item in output.items.unwrap_or_default() {
-                let record = from_item(item)?;
-                if record.is_live(now_secs) {
-                    files.push(record.file);
-                }
-            }
-            // A page also ends at 1 MB of items, so a large limit may take several.
-            match output.last_evaluated_key {
-                Some(key) if files.len() < wanted && !key.is_empty() => start_key = Some(key),
-                _ => break,
-            }
-        }
+        let mut files = query_until(&request, None, wanted, |item| {
+            let record = from_item(item)?;
+            Ok(if record.is_live(now_secs) {
+                Take::Keep(record.file)
+            } else {
+                Take::Skip
+            })
+        })
+        .await?;
         let has_more = files.len() > query.limit;
         files.truncate(query.limit);
         Ok(FileListOutcome::Page { files, has_more })

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde::{Deserialize, Serialize};
 
+use super::listing::{query_until, Take};
 use super::{dynamo_error, send_guarded, DynamoStore, Guarded, Item};
 use crate::domain::api_key::{ApiKeyHash, ApiKeyId, ApiKeyName, ApiKeyRecord};
 use crate::domain::TenantId;
@@ -78,29 +79,18 @@ impl DynamoStore {
             ":partition".into(),
             AttributeValue::S(KEYS_PARTITION.into()),
         );
-        let mut keys = Vec::new();
-        let mut start_key: Option<Item> = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("tenant = :partition")
-                .set_filter_expression(filter.map(str::to_string))
-                .set_expression_attribute_values(Some(values.clone()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start_key.take())
-                .send()
-                .await
-                .map_err(|e| dynamo_error("Query", e))?;
-            for item in output.items.unwrap_or_default() {
-                keys.push(from_item(item)?);
-            }
-            match output.last_evaluated_key {
-                Some(key) if !key.is_empty() => start_key = Some(key),
-                _ => break,
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("tenant = :partition")
+            .set_filter_expression(filter.map(str::to_string))
+            .set_expression_attribute_values(Some(values))
+            .consistent_read(true);
+        let mut keys = query_until(&query, None, usize::MAX, |item| {
+            from_item(item).map(Take::Keep)
+        })
+        .await?;
         keys.sort_by(|a, b| {
             (a.created_at, &a.key_id.as_str()).cmp(&(b.created_at, &b.key_id.as_str()))
         });

@@ -1,8 +1,8 @@
 //! The DynamoDB adapter: one item per batch, keyed by (`tenant`, `id`).
 //!
-//! Table and index are defined in `template.yaml`, the single source of truth:
-//! key `tenant` (HASH) + `id` (RANGE); GSI `tenant-created-index` on `tenant` +
-//! `created_order`; TTL on `purge_at`.
+//! Table and indexes are defined in `template.yaml`, the single source of truth:
+//! key `tenant` (HASH) + `id` (RANGE); GSI `tenant-listing-index` on `tenant` +
+//! `created_order` (see `listing.rs`); TTL on `purge_at`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +22,7 @@ use super::{
     BatchRecord, BatchStore, CommitOutcome, CreateOutcome, ListOutcome, SegmentCommit, StoreError,
     StuckBatch, TransitionOutcome,
 };
+use crate::domain::batch::BatchErrors;
 use crate::domain::execution::Segment;
 use crate::domain::{
     Batch, BatchId, BatchStatus, Fingerprint, OutputExpiresAfter, QuotaExceeded, Quotas, TenantId,
@@ -30,15 +31,21 @@ use crate::domain::{
 
 mod files;
 mod keys;
+mod listing;
 mod quota;
 
 pub use keys::KEYS_PARTITION;
+use listing::{query_until, Take};
 use quota::Slot;
-pub use quota::USAGE_ID;
+pub use quota::{MAX_TRACKED_BATCHES, USAGE_ID};
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 
+/// The listing index of earlier releases (whole items): read only while
+/// `LISTING_INDEX` is not ACTIVE yet on an upgraded stack.
 pub const CREATED_INDEX: &str = "tenant-created-index";
+/// The listing index: batch fields without `errors` (see `listing.rs`).
+pub const LISTING_INDEX: &str = "tenant-listing-index";
 /// Sparse index of batches in a non-terminal status, for the reconciler: only
 /// items carrying `pending_status` appear in it.
 pub const PENDING_INDEX: &str = "pending-index";
@@ -116,8 +123,17 @@ impl DynamoStore {
         }
     }
 
-    /// The same store, enforcing `quotas` (see `quota.rs`).
-    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+    /// The same store, enforcing `quotas` (see `quota.rs`). Whenever usage is
+    /// kept, batches in flight are capped at [`MAX_TRACKED_BATCHES`]: the
+    /// usage item holds their ids.
+    pub fn with_quotas(mut self, mut quotas: Quotas) -> Self {
+        if !quotas.is_unlimited() {
+            quotas.max_batches_in_flight = Some(
+                quotas
+                    .max_batches_in_flight
+                    .map_or(MAX_TRACKED_BATCHES, |max| max.min(MAX_TRACKED_BATCHES)),
+            );
+        }
         self.quotas = quotas;
         self
     }
@@ -328,6 +344,10 @@ fn to_item(record: &BatchRecord) -> Result<Item, StoreError> {
     };
     let extra: Item = serde_dynamo::to_item(&attributes).map_err(corrupt)?;
     item.extend(extra);
+    item.insert(
+        "errors_count".into(),
+        number_u64(errors_count(record.batch.errors.as_ref())),
+    );
     if !record.batch.status.is_terminal() {
         item.insert(
             "pending_status".into(),
@@ -336,6 +356,12 @@ fn to_item(record: &BatchRecord) -> Result<Item, StoreError> {
         item.insert("pending_since".into(), number(record.batch.created_at));
     }
     Ok(item)
+}
+
+/// `errors_count` says, in the listing index that leaves `errors` out,
+/// whether a batch must be read whole (`listing.rs`).
+fn errors_count(errors: Option<&BatchErrors>) -> u64 {
+    errors.map_or(0, |errors| errors.data.len() as u64)
 }
 
 fn from_item(item: Item) -> Result<BatchRecord, StoreError> {
@@ -492,52 +518,7 @@ impl BatchStore for DynamoStore {
         limit: usize,
         now_secs: i64,
     ) -> Result<ListOutcome, StoreError> {
-        let start_key = match after {
-            None => None,
-            Some(after) => match self
-                .get_item(tenant.as_str(), after.as_str(), now_secs)
-                .await?
-            {
-                None => return Ok(ListOutcome::UnknownCursor),
-                // A GSI cursor holds the table key and the index key.
-                Some(record) => {
-                    let mut key = Self::key(tenant.as_str(), after.as_str());
-                    key.insert(
-                        "created_order".into(),
-                        AttributeValue::S(record.created_order()),
-                    );
-                    Some(key)
-                }
-            },
-        };
-        // One item more than asked for tells whether another page exists.
-        let fetch = i32::try_from(limit).unwrap_or(i32::MAX - 1) + 1;
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(CREATED_INDEX)
-            .key_condition_expression("tenant = :tenant")
-            .expression_attribute_values(":tenant", AttributeValue::S(tenant.to_string()))
-            .scan_index_forward(false)
-            .limit(fetch)
-            .set_exclusive_start_key(start_key)
-            .send()
-            .await
-            .map_err(|e| dynamo_error("Query", e))?;
-        // purge_at is created_at plus a fixed retention, so purged records are the
-        // oldest ones: the live records are a prefix of this newest-first page.
-        let mut batches = Vec::with_capacity(limit + 1);
-        for item in output.items.unwrap_or_default() {
-            let record = from_item(item)?;
-            if !record.is_live(now_secs) {
-                break;
-            }
-            batches.push(record.batch);
-        }
-        let has_more = batches.len() > limit;
-        batches.truncate(limit);
-        Ok(ListOutcome::Page { batches, has_more })
+        self.list_page(tenant, after, limit, now_secs).await
     }
 
     async fn transition(
@@ -564,7 +545,11 @@ impl BatchStore for DynamoStore {
         let patch = &transition.patch;
         if let Some(errors) = &patch.errors {
             values.insert(":errors".into(), attribute(errors)?);
-            set.push("errors = :errors");
+            values.insert(
+                ":errors_count".into(),
+                number_u64(errors_count(Some(errors))),
+            );
+            set.push("errors = :errors, errors_count = :errors_count");
         }
         if let Some(counts) = &patch.request_counts {
             values.insert(":counts".into(), attribute(counts)?);
@@ -823,35 +808,26 @@ impl BatchStore for DynamoStore {
         before_secs: i64,
         limit: usize,
     ) -> Result<Vec<StuckBatch>, StoreError> {
-        let output = self
+        let query = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(PENDING_INDEX)
             .key_condition_expression("pending_status = :status AND pending_since < :before")
             .expression_attribute_values(":status", AttributeValue::S(status.as_str().into()))
-            .expression_attribute_values(":before", number(before_secs))
-            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map_err(|e| dynamo_error("Query", e))?;
-        output
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|item| {
-                let text = |name: &str| match item.get(name) {
-                    Some(AttributeValue::S(s)) => Ok(s.clone()),
-                    _ => Err(StoreError::Corrupt(format!(
-                        "pending-index item without {name}"
-                    ))),
-                };
-                let tenant = TenantId::parse(&text("tenant")?).map_err(StoreError::Corrupt)?;
-                let id = BatchId::parse(&text("id")?).ok_or_else(|| {
-                    StoreError::Corrupt("pending-index item with a bad id".into())
-                })?;
-                Ok(StuckBatch { tenant, id })
-            })
-            .collect()
+            .expression_attribute_values(":before", number(before_secs));
+        query_until(&query, None, limit, |item| {
+            let text = |name: &str| match item.get(name) {
+                Some(AttributeValue::S(s)) => Ok(s.clone()),
+                _ => Err(StoreError::Corrupt(format!(
+                    "pending-index item without {name}"
+                ))),
+            };
+            let tenant = TenantId::parse(&text("tenant")?).map_err(StoreError::Corrupt)?;
+            let id = BatchId::parse(&text("id")?)
+                .ok_or_else(|| StoreError::Corrupt("pending-index item with a bad id".into()))?;
+            Ok(Take::Keep(StuckBatch { tenant, id }))
+        })
+        .await
     }
 }

@@ -18,9 +18,19 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
+use super::listing::{query_until, Take};
 use super::{dynamo_error, send_guarded, DynamoStore, Guarded, Item, PENDING_INDEX};
 use crate::domain::{BatchId, QuotaExceeded, TenantId};
 use crate::store::StoreError;
+
+/// The most batches in flight one tenant's usage item tracks, whatever the
+/// quotas say. Each costs about 82 bytes across `in_flight` and `enqueued`
+/// (a 38-byte id in each, plus the lines), so this many keep the item near
+/// 330 KB, under DynamoDB's 400 KB item limit. Bounding the sets rather than
+/// keeping per-batch slot items and counters: that needs TransactWriteItems to
+/// stay atomic and idempotent, which dynalite (one of the two test servers)
+/// does not implement.
+pub const MAX_TRACKED_BATCHES: u32 = 4_000;
 
 /// The usage item's sort key: no batch, file or upload id looks like it.
 pub const USAGE_ID: &str = "quota";
@@ -254,20 +264,20 @@ impl DynamoStore {
         idle_before_secs: i64,
         now_secs: i64,
     ) -> Result<usize, StoreError> {
-        let output = self
+        let query = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(PENDING_INDEX)
             .key_condition_expression("pending_status = :quota AND pending_since < :before")
             .expression_attribute_values(":quota", AttributeValue::S(PENDING_QUOTA.into()))
-            .expression_attribute_values(":before", AttributeValue::N(idle_before_secs.to_string()))
-            .limit(100)
-            .send()
-            .await
-            .map_err(|e| dynamo_error("Query", e))?;
+            .expression_attribute_values(
+                ":before",
+                AttributeValue::N(idle_before_secs.to_string()),
+            );
+        let usage_items = query_until(&query, None, 100, |item| Ok(Take::Keep(item))).await?;
         let mut freed = 0;
-        for key in output.items.unwrap_or_default() {
+        for key in usage_items {
             let Some(AttributeValue::S(tenant)) = key.get("tenant") else {
                 continue;
             };
