@@ -67,16 +67,19 @@ async fn run(backend: Backend, fake: FakeConfig, execution: ExecutionConfig) -> 
     run_on(backend, false, fake, execution).await
 }
 
-/// `on_disk`: the embedded store in a data directory, as `cargo run` keeps it.
+/// `local`: the embedded store in a data directory, as `cargo run` keeps it;
+/// on moto, blobs in a local directory instead of S3.
 async fn run_on(
     backend: Backend,
-    on_disk: bool,
+    local: bool,
     fake: FakeConfig,
     execution: ExecutionConfig,
 ) -> Run {
+    let on_disk = local;
     let upstream = fake_upstream::start(fake).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let local: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::open_dir(dir.path()).expect("blobs"));
+    let local_blobs: Arc<dyn BlobStore> =
+        Arc::new(LocalBlobStore::open_dir(dir.path()).expect("blobs"));
     let (batches, files, blobs): (
         Arc<dyn lambda_batches::store::BatchStore>,
         Arc<dyn lambda_batches::store::files::FileStore>,
@@ -88,15 +91,20 @@ async fn run_on(
             } else {
                 EmbeddedStore::in_memory().expect("store")
             });
-            (store.clone(), store, local)
+            (store.clone(), store, local_blobs)
         }
         Backend::Dynalite => {
             let store = Arc::new(fresh_dynamo_store(backend).await);
-            (store.clone(), store, local)
+            (store.clone(), store, local_blobs)
         }
         Backend::Moto => {
             let store = Arc::new(fresh_dynamo_store(backend).await);
-            (store.clone(), store, Arc::new(fresh_bucket(backend).await))
+            let blobs: Arc<dyn BlobStore> = if local {
+                local_blobs
+            } else {
+                Arc::new(fresh_bucket(backend).await)
+            };
+            (store.clone(), store, blobs)
         }
     };
     let (queue, items) = InProcessQueue::new();
@@ -658,5 +666,49 @@ async fn given_one_line_segments_then_a_3000_line_batch_on_disk_completes() {
     assert!(
         stored < 4_096,
         "the batch's record holds no segments: {stored} bytes"
+    );
+}
+
+/// One line per segment on DynamoDB: 50,000 commits, each its own segment
+/// item, must complete a batch whose item would otherwise pass 400 KB.
+/// (Blobs are local: this is about the table.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "about 20 minutes on moto: run with --ignored"]
+async fn given_one_line_segments_then_a_50000_line_batch_completes_on_moto() {
+    const LINES: usize = 50_000;
+    let mut config = execution(128 * 1024, 1);
+    config.concurrency = 1;
+    let mut run = run_on(Backend::Moto, true, FakeConfig::default(), config).await;
+    let lines: Vec<String> = (0..LINES)
+        .map(|i| chat_line(&format!("n{i:05}"), json!({})))
+        .collect();
+    let id = run.create(&lines).await;
+
+    let started = std::time::Instant::now();
+    while let Ok(item) = run.items.try_recv() {
+        let mut wave = vec![item];
+        while let Ok(more) = run.items.try_recv() {
+            wave.push(more);
+        }
+        for result in futures::future::join_all(wave.iter().map(|i| run.worker.handle(i))).await {
+            result.expect("work item");
+        }
+    }
+    eprintln!(
+        "{LINES} lines at segment_lines=1 on moto: {:?}",
+        started.elapsed()
+    );
+
+    let batch = run.batch(&id).await;
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert_eq!(
+        batch["request_counts"],
+        json!({"total": LINES, "completed": LINES, "failed": 0})
+    );
+    let output = run.lines(&batch["output_file_id"]).await;
+    let expected: Vec<String> = (0..LINES).map(|i| format!("n{i:05}")).collect();
+    assert!(
+        custom_ids(&output) == expected,
+        "every line once, in input order"
     );
 }

@@ -1009,6 +1009,110 @@ mod tests {
         EmbeddedStore::open(dir.path()).unwrap();
     }
 
+    /// A data directory written when segments lived inside the batch's
+    /// record: they move to the segments table, the record loses them, and
+    /// the running batch goes on from where it was.
+    #[tokio::test]
+    async fn segments_inside_records_move_to_their_own_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenant = TenantId::parse("t").unwrap();
+        let mut running = record(&tenant, 1_000_000);
+        running.batch.status = BatchStatus::InProgress;
+        running.batch.request_counts.total = 3;
+        running.batch.request_counts.completed = 2;
+        let id = BatchId::parse(&running.batch.id).unwrap();
+        {
+            // The schema before the segments table, and a record as it was.
+            let conn = Connection::open(dir.path().join("batches.sqlite3")).unwrap();
+            conn.execute_batch(SCHEMA.split("-- Committed segments").next().unwrap())
+                .unwrap();
+            let mut json: serde_json::Value = serde_json::to_value(&running).unwrap();
+            json["segments"] = serde_json::json!({
+                "0": {"end": 10, "output_part": "p0", "error_part": null, "completed": 1, "failed": 0},
+                "10": {"end": 25, "output_part": "p1", "error_part": null, "completed": 1, "failed": 0}
+            });
+            conn.execute(
+                "INSERT INTO batches (tenant, id, created_order, purge_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![tenant.as_str(), running.batch.id, running.created_order(), running.purge_at, json.to_string()],
+            )
+            .unwrap();
+        }
+
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+
+        let segments = store.segments(&tenant, &id, 0).await.unwrap();
+        assert_eq!(segments.keys().copied().collect::<Vec<_>>(), vec![0, 10]);
+        assert_eq!(segments[&10].end, 25);
+        assert_eq!(segments[&10].output_part.as_deref(), Some("p1"));
+        let shard = ByteRange { start: 0, end: 100 };
+        assert_eq!(
+            store.resume_point(&tenant, &id, shard, 0).await.unwrap(),
+            Some(25)
+        );
+        let stored: String = store
+            .with_reader({
+                let id = id.to_string();
+                move |conn| {
+                    Ok(
+                        conn.query_row("SELECT record FROM batches WHERE id = ?1", [id], |r| {
+                            r.get(0)
+                        })?,
+                    )
+                }
+            })
+            .await
+            .unwrap();
+        assert!(!stored.contains("segments"), "{stored}");
+        assert_eq!(store.get(&tenant, &id, 0).await.unwrap(), Some(running));
+        // A second start finds nothing to move.
+        drop(store);
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(store.segments(&tenant, &id, 0).await.unwrap().len(), 2);
+    }
+
+    /// A create that takes over a purged batch's id starts without its segments.
+    #[tokio::test]
+    async fn a_batch_taking_over_a_purged_id_has_no_segments() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let tenant = TenantId::parse("t").unwrap();
+        let mut old = record(&tenant, 1_000_000);
+        old.batch.status = BatchStatus::InProgress;
+        let id = BatchId::parse(&old.batch.id).unwrap();
+        assert_eq!(store.create(&old, 0).await.unwrap(), CreateOutcome::Created);
+        let commit = SegmentCommit {
+            shard_start: 0,
+            start: 0,
+            segment: Segment {
+                end: 10,
+                ..Segment::default()
+            },
+            usage: Default::default(),
+            purge_at: old.purge_at,
+        };
+        assert_eq!(
+            store
+                .commit_segment(&tenant, &id, &commit, 0)
+                .await
+                .unwrap(),
+            CommitOutcome::Committed
+        );
+
+        let mut new = old.clone();
+        new.created_us = 5_000_000;
+        new.purge_at = old.purge_at + 1_000;
+        let later = old.purge_at;
+        assert_eq!(
+            store.create(&new, later).await.unwrap(),
+            CreateOutcome::Created
+        );
+
+        assert!(store
+            .segments(&tenant, &id, later)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
     /// Under writes that never pause, the WAL cannot start over on its own;
     /// the checkpointer must restart it at its bound instead of letting it grow.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
