@@ -21,6 +21,7 @@ suite!(
         given_a_winner_cut_off_before_counting_then_the_next_attempt_counts_it_once,
         given_a_purged_batchs_segment_item_then_a_new_commit_replaces_it,
         given_segment_items_then_no_listing_or_index_shows_them,
+        given_a_batch_running_with_segments_inside_its_item_then_it_goes_on_from_them,
     ]
 );
 
@@ -260,4 +261,111 @@ async fn given_segment_items_then_no_listing_or_index_shows_them(backend: Backen
         item.get("purge_at"),
         Some(&AttributeValue::N(PURGE_AT.to_string()))
     );
+}
+
+/// An item written before segments had items of their own: its segments live
+/// in a map inside it and it has no resume points. The batch goes on from them.
+async fn given_a_batch_running_with_segments_inside_its_item_then_it_goes_on_from_them(
+    backend: Backend,
+) {
+    let setup = running_batch(backend).await;
+    let (store, tenant, id) = (&setup.app.store, &setup.tenant, &setup.id);
+    let now = setup.app.clock_secs();
+    let old_segment = |end: u64, part: &str| {
+        serde_dynamo::to_attribute_value(Segment {
+            end,
+            output_part: Some(part.into()),
+            completed: 1,
+            ..Segment::default()
+        })
+        .expect("segment")
+    };
+    let inline = AttributeValue::M(HashMap::from([
+        (format!("{:020}", 0), old_segment(10, "p0")),
+        (format!("{:020}", 10), old_segment(25, "p1")),
+    ]));
+    setup
+        .store
+        .client()
+        .update_item()
+        .table_name(setup.store.table())
+        .key("tenant", AttributeValue::S(tenant.to_string()))
+        .key("id", AttributeValue::S(id.to_string()))
+        .update_expression(
+            "SET #segments = :inline, request_counts.completed = :two REMOVE resume_points",
+        )
+        .expression_attribute_names("#segments", "segments")
+        .expression_attribute_values(":inline", inline)
+        .expression_attribute_values(":two", AttributeValue::N("2".into()))
+        .send()
+        .await
+        .expect("UpdateItem");
+    let (first, second) = (
+        ByteRange { start: 0, end: 100 },
+        ByteRange {
+            start: 100,
+            end: 200,
+        },
+    );
+    assert_eq!(
+        store
+            .resume_point(tenant, id, first, now)
+            .await
+            .expect("resume"),
+        Some(25)
+    );
+
+    let next = store
+        .commit_segment(tenant, id, &commit(25, 40, 1), now)
+        .await
+        .expect("commit");
+    let other = SegmentCommit {
+        shard_start: 100,
+        ..commit(100, 130, 1)
+    };
+    let other = store
+        .commit_segment(tenant, id, &other, now)
+        .await
+        .expect("commit");
+    let stale = store
+        .commit_segment(tenant, id, &commit(10, 30, 1), now)
+        .await
+        .expect("commit");
+
+    assert_eq!(
+        (next, other),
+        (CommitOutcome::Committed, CommitOutcome::Committed)
+    );
+    assert_ne!(
+        stale,
+        CommitOutcome::Committed,
+        "a start the old chain passed"
+    );
+    assert_eq!(
+        store
+            .resume_point(tenant, id, first, now)
+            .await
+            .expect("resume"),
+        Some(40)
+    );
+    assert_eq!(
+        store
+            .resume_point(tenant, id, second, now)
+            .await
+            .expect("resume"),
+        Some(130)
+    );
+    let segments = store.segments(tenant, id, now).await.expect("segments");
+    assert_eq!(
+        segments.keys().copied().collect::<Vec<_>>(),
+        vec![0, 10, 25, 100]
+    );
+    assert_eq!(segments[&10].output_part.as_deref(), Some("p1"));
+    let batch = store
+        .get(tenant, id, now)
+        .await
+        .expect("get")
+        .expect("batch")
+        .batch;
+    assert_eq!(batch.request_counts.completed, 4);
 }

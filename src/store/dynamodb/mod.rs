@@ -1,4 +1,5 @@
-//! The DynamoDB adapter: one item per batch, keyed by (`tenant`, `id`).
+//! The DynamoDB adapter: one item per batch, keyed by (`tenant`, `id`), and
+//! one per committed segment beside it (`segments.rs`).
 //!
 //! Table and index are defined in `template.yaml`, the single source of truth:
 //! key `tenant` (HASH) + `id` (RANGE); GSI `tenant-created-index` on `tenant` +

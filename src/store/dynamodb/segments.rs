@@ -30,8 +30,8 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{
-    attribute, dynamo_error, number, number_u64, segment_key, send_guarded, DynamoStore, Guarded,
-    Item,
+    attribute, corrupt, dynamo_error, number, number_u64, segment_key, send_guarded, DynamoStore,
+    Guarded, Item, MAX_ATTEMPTS,
 };
 use crate::domain::batch::Usage;
 use crate::domain::execution::{chain, ByteRange, Segment, Segments};
@@ -42,9 +42,8 @@ use crate::store::{CommitOutcome, RunState, SegmentCommit, StoreError};
 /// committed chain: bounded by the number of shards, not of segments.
 pub(super) const RESUME_POINTS: &str = "resume_points";
 
-/// Conditional steps re-read at most this often; each retry means another
-/// writer changed the item in between.
-const MAX_ATTEMPTS: usize = 4;
+/// Where earlier versions kept a batch's segments, inside its item.
+const LEGACY_SEGMENTS: &str = "segments";
 
 fn segment_prefix(id: &str) -> String {
     format!("seg#{id}#")
@@ -52,10 +51,6 @@ fn segment_prefix(id: &str) -> String {
 
 fn segment_id(id: &str, start: u64) -> String {
     format!("{}{}", segment_prefix(id), segment_key(start))
-}
-
-fn corrupt(e: serde_dynamo::Error) -> StoreError {
-    StoreError::Corrupt(e.to_string())
 }
 
 fn segment_item(
@@ -116,11 +111,42 @@ fn resume_points(item: &Item) -> Result<Vec<(u64, u64)>, StoreError> {
         .collect()
 }
 
+/// Where `shard_start`'s chain ends: its `resume_points` entry or, for a
+/// batch started before segments had items of their own, the end of its
+/// chain among the segments its item holds.
 fn resume_point_of(item: &Item, shard_start: u64) -> Result<u64, StoreError> {
-    Ok(resume_points(item)?
+    if let Some((_, end)) = resume_points(item)?
         .into_iter()
         .find(|(start, _)| *start == shard_start)
-        .map_or(shard_start, |(_, end)| end))
+    {
+        return Ok(end);
+    }
+    let legacy = legacy_segments(item)?;
+    Ok(chain(&legacy, shard_start, u64::MAX)
+        .last()
+        .map_or(shard_start, |(_, segment)| segment.end))
+}
+
+fn has_resume_point(item: &Item, shard_start: u64) -> bool {
+    matches!(item.get(RESUME_POINTS), Some(AttributeValue::M(map)) if map.contains_key(&segment_key(shard_start)))
+}
+
+/// The segments an item written by an earlier version holds itself, keyed by
+/// zero-padded start: committed under that version's rules, so all count.
+fn legacy_segments(item: &Item) -> Result<Segments, StoreError> {
+    let Some(value) = item.get(LEGACY_SEGMENTS) else {
+        return Ok(Segments::new());
+    };
+    let by_key: std::collections::BTreeMap<String, Segment> =
+        serde_dynamo::from_attribute_value(value.clone()).map_err(corrupt)?;
+    by_key
+        .into_iter()
+        .map(|(key, segment)| {
+            key.parse()
+                .map(|start| (start, segment))
+                .map_err(|_| StoreError::Corrupt(format!("bad segment key {key:?}")))
+        })
+        .collect()
 }
 
 fn text(item: &Item, name: &str) -> Option<String> {
@@ -141,7 +167,7 @@ fn run_state_of(item: &Item) -> Result<RunState, StoreError> {
 impl DynamoStore {
     /// A strongly consistent read of some attributes of an item, `None` when
     /// absent or past its `purge_at`. `purge_at` is always read.
-    async fn read_live(
+    async fn read_attributes(
         &self,
         tenant: &str,
         id: &str,
@@ -176,7 +202,7 @@ impl DynamoStore {
         id: &BatchId,
         now_secs: i64,
     ) -> Result<Option<RunState>, StoreError> {
-        self.read_live(
+        self.read_attributes(
             tenant.as_str(),
             id.as_str(),
             &["status", "sealed"],
@@ -195,7 +221,12 @@ impl DynamoStore {
         now_secs: i64,
     ) -> Result<Option<u64>, StoreError> {
         let Some(item) = self
-            .read_live(tenant.as_str(), id.as_str(), &[RESUME_POINTS], now_secs)
+            .read_attributes(
+                tenant.as_str(),
+                id.as_str(),
+                &[RESUME_POINTS, LEGACY_SEGMENTS],
+                now_secs,
+            )
             .await?
         else {
             return Ok(None);
@@ -213,7 +244,12 @@ impl DynamoStore {
         now_secs: i64,
     ) -> Result<Segments, StoreError> {
         let Some(batch) = self
-            .read_live(tenant.as_str(), id.as_str(), &[RESUME_POINTS], now_secs)
+            .read_attributes(
+                tenant.as_str(),
+                id.as_str(),
+                &[RESUME_POINTS, LEGACY_SEGMENTS],
+                now_secs,
+            )
             .await?
         else {
             return Ok(Segments::new());
@@ -246,7 +282,10 @@ impl DynamoStore {
                 break;
             }
         }
-        let mut committed = Segments::new();
+        // A batch started before segments had items of their own: its
+        // item's segments all count, and chains may continue from them.
+        let mut committed = legacy_segments(&batch)?;
+        written.extend(committed.clone());
         for (shard_start, end) in resume_points(&batch)? {
             for (start, segment) in chain(&written, shard_start, end) {
                 committed.insert(start, segment.clone());
@@ -345,7 +384,6 @@ impl DynamoStore {
         // Step 2 with the winner's segment and usage: for a loser it finishes
         // a winner's commit that a crash cut short, or finds it done.
         let mut values = HashMap::from([
-            (":start".to_string(), number_u64(commit.start)),
             (":end".to_string(), number_u64(winner.end)),
             (":completed".to_string(), number_u64(winner.completed)),
             (":failed".to_string(), number_u64(winner.failed)),
@@ -386,9 +424,9 @@ impl DynamoStore {
         } else {
             "#points.#shard = :start"
         };
-        if commit.start == commit.shard_start {
-            // DynamoDB refuses a value the expressions do not use.
-            values.remove(":start");
+        if commit.start != commit.shard_start {
+            // Only then: DynamoDB refuses a value the expressions do not use.
+            values.insert(":start".to_string(), number_u64(commit.start));
         }
         let update = "SET #points.#shard = :end, pending_since = :now, \
             #counts.completed = #counts.completed + :completed, \
@@ -422,10 +460,10 @@ impl DynamoStore {
                 Some(item) if purge_at(&item).is_some_and(|at| at > now_secs) => Some(item),
                 Some(_) => None,
                 None => {
-                    self.read_live(
+                    self.read_attributes(
                         tenant.as_str(),
                         id.as_str(),
-                        &["status", "sealed", RESUME_POINTS],
+                        &["status", "sealed", RESUME_POINTS, LEGACY_SEGMENTS],
                         now_secs,
                     )
                     .await?
@@ -437,14 +475,19 @@ impl DynamoStore {
             // The chain went past this start: the winner counts (finished by
             // another attempt that lost the put).
             if resume_point_of(&batch, commit.shard_start)? > commit.start {
+                // Unless an earlier version's segment holds this start.
+                if legacy_segments(&batch)?.contains_key(&commit.start) {
+                    return Ok(CommitOutcome::AlreadyCommitted);
+                }
                 return Ok(landed);
             }
             if !run_state_of(&batch)?.accepts_results() {
                 return Ok(CommitOutcome::Closed);
             }
-            if !batch.contains_key(RESUME_POINTS) {
+            if !has_resume_point(&batch, commit.shard_start) {
                 // A batch started before segments had items of their own.
-                self.add_resume_points(tenant, id).await?;
+                self.add_resume_point(tenant, id, &batch, commit.shard_start)
+                    .await?;
             }
             // Otherwise the re-read (dynalite) shows a state that changed
             // after the failed write: try again.
@@ -454,16 +497,47 @@ impl DynamoStore {
         )))
     }
 
-    async fn add_resume_points(&self, tenant: &TenantId, id: &BatchId) -> Result<(), StoreError> {
+    /// Gives a batch started before segments had items of their own its
+    /// `resume_points` map, and `shard_start` its entry: the end of the
+    /// shard's chain among the segments its item holds.
+    async fn add_resume_point(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        batch: &Item,
+        shard_start: u64,
+    ) -> Result<(), StoreError> {
+        if !batch.contains_key(RESUME_POINTS) {
+            let request = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
+                .update_expression("SET #points = :none")
+                .condition_expression("attribute_exists(id) AND attribute_not_exists(#points)")
+                .expression_attribute_names("#points", RESUME_POINTS)
+                .expression_attribute_values(":none", AttributeValue::M(HashMap::new()));
+            send_guarded(request).await?;
+        }
+        let legacy = legacy_segments(batch)?;
+        if legacy.is_empty() {
+            return Ok(()); // a chain that has not begun needs no entry
+        }
+        let end = chain(&legacy, shard_start, u64::MAX)
+            .last()
+            .map_or(shard_start, |(_, segment)| segment.end);
         let request = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
-            .update_expression("SET #points = :none")
-            .condition_expression("attribute_exists(id) AND attribute_not_exists(#points)")
+            .update_expression("SET #points.#shard = :end")
+            .condition_expression(
+                "attribute_exists(#points) AND attribute_not_exists(#points.#shard)",
+            )
             .expression_attribute_names("#points", RESUME_POINTS)
-            .expression_attribute_values(":none", AttributeValue::M(HashMap::new()));
+            .expression_attribute_names("#shard", segment_key(shard_start))
+            .expression_attribute_values(":end", number_u64(end));
         send_guarded(request).await?;
         Ok(())
     }
