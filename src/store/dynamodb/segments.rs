@@ -319,7 +319,7 @@ impl DynamoStore {
                 .send()
                 .await;
             let returned = match result {
-                Ok(_) => return Ok((commit.segment.clone(), commit.usage.clone(), true)),
+                Ok(_) => return Ok((commit.segment.clone(), commit.usage, true)),
                 Err(SdkError::ServiceError(failure)) => match failure.into_err() {
                     PutItemError::ConditionalCheckFailedException(e) => {
                         e.item.filter(|item| !item.is_empty())
