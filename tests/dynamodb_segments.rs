@@ -19,6 +19,7 @@ suite!(
     [moto, dynalite],
     [
         given_a_winner_cut_off_before_counting_then_the_next_attempt_counts_it_once,
+        given_a_put_retried_after_its_answer_was_lost_then_the_commit_is_still_its_own,
         given_a_purged_batchs_segment_item_then_a_new_commit_replaces_it,
         given_segment_items_then_no_listing_or_index_shows_them,
         given_a_batch_running_with_segments_inside_its_item_then_it_goes_on_from_them,
@@ -368,4 +369,26 @@ async fn given_a_batch_running_with_segments_inside_its_item_then_it_goes_on_fro
         .expect("batch")
         .batch;
     assert_eq!(batch.request_counts.completed, 4);
+}
+
+/// The SDK retries a request whose answer was lost: a retried put finds the
+/// segment item its first try wrote. That commit is still this attempt's
+/// (its parts are referenced and must not be deleted).
+async fn given_a_put_retried_after_its_answer_was_lost_then_the_commit_is_still_its_own(
+    backend: Backend,
+) {
+    let setup = running_batch(backend).await;
+    let (store, tenant, id) = (&setup.app.store, &setup.tenant, &setup.id);
+    let now = setup.app.clock_secs();
+    // What the first try of the put left.
+    put_raw_segment(&setup, 0, 30, 3, PURGE_AT).await;
+
+    let outcome = store
+        .commit_segment(tenant, id, &commit(0, 30, 3), now)
+        .await
+        .expect("commit");
+
+    assert_eq!(outcome, CommitOutcome::Committed);
+    let batch = store.get(tenant, id, now).await.expect("get").expect("batch").batch;
+    assert_eq!(batch.request_counts.completed, 3);
 }

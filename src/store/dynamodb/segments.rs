@@ -357,7 +357,11 @@ impl DynamoStore {
                     None => Usage::default(),
                 };
                 if let Some((_, segment)) = live_segment(winner, now_secs)? {
-                    return Ok((segment, usage, false));
+                    // The SDK retries a put whose answer was lost: the item
+                    // it then finds may be this commit's own (its part keys
+                    // are unique to the attempt), and its parts must stay.
+                    let ours = segment == commit.segment;
+                    return Ok((segment, usage, ours));
                 }
             }
             // The winner was purged in between: put again.
