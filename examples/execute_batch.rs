@@ -149,7 +149,6 @@ async fn ours(upstream: UpstreamClient, args: &Args) -> Result<u64, Box<dyn std:
                 output_expires_after: None,
                 created_us: clock.now_micros(),
                 purge_at: now + 86_400,
-                segments: Default::default(),
                 sealed: false,
                 max_concurrency: None,
             },

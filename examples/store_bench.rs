@@ -56,7 +56,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     output_expires_after: None,
                     created_us: now_us,
                     purge_at: now + 30 * 86_400,
-                    segments: Default::default(),
                     sealed: false,
                     max_concurrency: None,
                     tenant: tenant.clone(),

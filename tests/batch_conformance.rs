@@ -6,13 +6,18 @@ mod common;
 use std::collections::HashSet;
 
 use axum::http::{Method, StatusCode};
-use common::{create_body, with_key, Backend, TestApp, RETENTION_SECS};
+use common::{create_body, with_key, Backend, TestApp, TestStores, RETENTION_SECS};
 use futures::future::join_all;
 use lambda_batches::domain::batch::{InputTokensDetails, Usage};
-use lambda_batches::domain::execution::Segment;
+use lambda_batches::domain::execution::{ByteRange, Segment};
 use lambda_batches::domain::{BatchId, BatchStatus, TenantId, Transition};
 use lambda_batches::store::{CommitOutcome, SegmentCommit, TransitionOutcome};
 use serde_json::{json, Value};
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use lambda_batches::files::local::LocalBlobStore;
+use lambda_batches::store::embedded::EmbeddedStore;
 
 suite!(
     [embedded, moto, dynalite],
@@ -35,6 +40,9 @@ suite!(
         given_a_batch_past_retention_then_it_is_gone_and_its_key_is_free,
         given_a_running_batch_when_segments_commit_then_each_start_lands_once_with_its_counts,
         given_a_sealed_or_idle_batch_when_a_segment_commits_then_it_is_closed,
+        given_chains_of_many_segments_when_attempts_race_then_the_first_of_each_start_counts_in_order,
+        given_a_sealed_batch_then_its_segments_and_counts_are_final,
+        given_2000_segments_then_the_batch_record_stays_small_and_each_commit_costs_the_same,
     ]
 );
 
@@ -601,7 +609,20 @@ async fn given_a_batch_past_retention_then_it_is_gone_and_its_key_is_free(backen
     assert!(reused.body["created_at"].as_i64() > original.body["created_at"].as_i64());
 }
 
+/// Far beyond every test's clock: segment records outlive the test.
+const PURGE_AT: i64 = 4_000_000_000;
+
 fn segment_commit(start: u64, end: u64, completed: u64, failed: u64) -> SegmentCommit {
+    shard_commit(0, start, end, completed, failed)
+}
+
+fn shard_commit(
+    shard_start: u64,
+    start: u64,
+    end: u64,
+    completed: u64,
+    failed: u64,
+) -> SegmentCommit {
     let usage = Usage {
         input_tokens: 10 * completed,
         output_tokens: 5 * completed,
@@ -612,6 +633,7 @@ fn segment_commit(start: u64, end: u64, completed: u64, failed: u64) -> SegmentC
         ..Usage::default()
     };
     SegmentCommit {
+        shard_start,
         start,
         segment: Segment {
             end,
@@ -622,13 +644,18 @@ fn segment_commit(start: u64, end: u64, completed: u64, failed: u64) -> SegmentC
             ..Segment::default()
         },
         usage,
+        purge_at: PURGE_AT,
     }
 }
 
 async fn running_batch(app: &TestApp) -> (TenantId, BatchId) {
+    running_batch_of(app, 10).await
+}
+
+async fn running_batch_of(app: &TestApp, total: u64) -> (TenantId, BatchId) {
     let id = app.create(&create_body("file-1")).await.id();
     let (tenant, batch_id) = (TenantId::default_tenant(), BatchId::parse(&id).expect("id"));
-    let start = Transition::start(app.clock_secs(), 10, Some("m".into()));
+    let start = Transition::start(app.clock_secs(), total, Some("m".into()));
     let outcome = app
         .store
         .transition(&tenant, &batch_id, start, app.clock_secs())
@@ -659,39 +686,41 @@ async fn given_a_running_batch_when_segments_commit_then_each_start_lands_once_w
         }
     }))
     .await;
-    let committed: Vec<&CommitOutcome> = attempts
+    let committed = attempts
         .iter()
-        .filter(|o| matches!(o, CommitOutcome::Committed(_)))
-        .collect();
-    assert_eq!(
-        committed.len(),
-        1,
-        "one attempt per start wins: {attempts:?}"
-    );
+        .filter(|o| **o == CommitOutcome::Committed)
+        .count();
+    assert_eq!(committed, 1, "one attempt per start wins: {attempts:?}");
     assert!(attempts.iter().all(|o| matches!(
         o,
-        CommitOutcome::Committed(_) | CommitOutcome::AlreadyCommitted(_)
+        CommitOutcome::Committed | CommitOutcome::AlreadyCommitted
     )));
     let second = app
         .store
         .commit_segment(&tenant, &id, &segment_commit(100, 180, 2, 0), now)
         .await
         .expect("commit");
-    let CommitOutcome::Committed(record) = second else {
-        panic!("{second:?}")
-    };
+    assert_eq!(second, CommitOutcome::Committed);
 
+    let segments = app
+        .store
+        .segments(&tenant, &id, now)
+        .await
+        .expect("segments");
+    assert_eq!(segments.keys().copied().collect::<Vec<_>>(), vec![0, 100]);
+    assert_eq!(segments[&100].end, 180);
     assert_eq!(
-        record.segments.keys().copied().collect::<Vec<_>>(),
-        vec![0, 100]
-    );
-    assert_eq!(record.segments[&100].end, 180);
-    assert_eq!(
-        record.segments[&100].retries, 2,
+        segments[&100].retries, 2,
         "segment stats round-trip through the store"
     );
+    let record = app
+        .store
+        .get(&tenant, &id, now)
+        .await
+        .expect("get")
+        .expect("record");
     let counts = record.batch.request_counts;
-    let first_completed = record.segments[&0].completed;
+    let first_completed = segments[&0].completed;
     assert_eq!(
         (counts.completed, counts.failed, counts.total),
         (first_completed + 2, 1, 10)
@@ -724,7 +753,7 @@ async fn given_a_sealed_or_idle_batch_when_a_segment_commits_then_it_is_closed(b
         .commit_segment(&tenant, &validating, &segment_commit(0, 10, 1, 0), now)
         .await
         .expect("commit");
-    assert!(matches!(idle, CommitOutcome::Closed(_)), "{idle:?}");
+    assert_eq!(idle, CommitOutcome::Closed);
 
     let (tenant, id) = running_batch(&app).await;
     let sealed = app
@@ -739,10 +768,19 @@ async fn given_a_sealed_or_idle_batch_when_a_segment_commits_then_it_is_closed(b
         .commit_segment(&tenant, &id, &segment_commit(0, 10, 1, 0), now)
         .await
         .expect("commit");
-    let CommitOutcome::Closed(record) = late else {
-        panic!("{late:?}")
-    };
-    assert!(record.segments.is_empty());
+    assert_eq!(late, CommitOutcome::Closed);
+    assert!(app
+        .store
+        .segments(&tenant, &id, now)
+        .await
+        .expect("segments")
+        .is_empty());
+    let record = app
+        .store
+        .get(&tenant, &id, now)
+        .await
+        .expect("get")
+        .expect("record");
     assert_eq!(record.batch.request_counts.completed, 0);
     let missing = BatchId::parse("batch_00000000000000000000000000000000").expect("id");
     assert_eq!(
@@ -755,5 +793,346 @@ async fn given_a_sealed_or_idle_batch_when_a_segment_commits_then_it_is_closed(b
             .await
             .expect("commit"),
         CommitOutcome::NotFound
+    );
+    assert_eq!(
+        app.store
+            .run_state(&tenant, &missing, now)
+            .await
+            .expect("state"),
+        None
+    );
+}
+
+/// Two shards, each a chain of 60 one-line segments, every start attempted
+/// twice at once with different ends: the first attempt at each start counts,
+/// the other is told so, and the chains read back in order.
+async fn given_chains_of_many_segments_when_attempts_race_then_the_first_of_each_start_counts_in_order(
+    backend: Backend,
+) {
+    const SEGMENTS: u64 = 60;
+    let app = TestApp::spawn(backend).await;
+    let (tenant, id) = running_batch_of(&app, 2 * SEGMENTS).await;
+    let now = app.clock_secs();
+    let shards = [
+        ByteRange {
+            start: 0,
+            end: 1_000,
+        },
+        ByteRange {
+            start: 1_000,
+            end: 2_000,
+        },
+    ];
+
+    let run_shard = |shard: ByteRange| {
+        let (app, tenant, id) = (&app, &tenant, &id);
+        async move {
+            let mut at = shard.start;
+            for _ in 0..SEGMENTS {
+                assert_eq!(
+                    app.store
+                        .resume_point(tenant, id, shard, now)
+                        .await
+                        .expect("resume"),
+                    Some(at)
+                );
+                // The two racers read a different number of bytes: 10 or 15.
+                let (short, long) = (
+                    shard_commit(shard.start, at, at + 10, 1, 0),
+                    shard_commit(shard.start, at, at + 15, 1, 0),
+                );
+                let (a, b) = futures::join!(
+                    app.store.commit_segment(tenant, id, &short, now),
+                    app.store.commit_segment(tenant, id, &long, now)
+                );
+                let outcomes = [a.expect("commit"), b.expect("commit")];
+                let won = match outcomes {
+                    [CommitOutcome::Committed, CommitOutcome::AlreadyCommitted] => &short,
+                    [CommitOutcome::AlreadyCommitted, CommitOutcome::Committed] => &long,
+                    other => panic!("exactly one attempt wins: {other:?}"),
+                };
+                at = won.segment.end;
+            }
+            at
+        }
+    };
+    let ends = join_all(shards.map(run_shard)).await;
+
+    let segments = app
+        .store
+        .segments(&tenant, &id, now)
+        .await
+        .expect("segments");
+    assert_eq!(segments.len() as u64, 2 * SEGMENTS);
+    for (shard, end) in shards.iter().zip(&ends) {
+        let mut at = shard.start;
+        for (start, segment) in segments.range(shard.start..shard.end) {
+            assert_eq!(*start, at, "each segment starts where the one before ended");
+            at = segment.end;
+        }
+        assert_eq!(at, *end);
+        assert_eq!(
+            app.store
+                .resume_point(&tenant, &id, *shard, now)
+                .await
+                .expect("resume"),
+            Some(*end)
+        );
+    }
+    let done = ByteRange { start: 0, end: 10 };
+    assert_eq!(
+        app.store
+            .resume_point(&tenant, &id, done, now)
+            .await
+            .expect("resume"),
+        None,
+        "a shard its chain covers is done"
+    );
+    let record = app
+        .store
+        .get(&tenant, &id, now)
+        .await
+        .expect("get")
+        .expect("record");
+    assert_eq!(
+        record.batch.request_counts.completed,
+        2 * SEGMENTS,
+        "each start counted once"
+    );
+    assert_eq!(
+        record.batch.usage.expect("usage").input_tokens,
+        10 * 2 * SEGMENTS
+    );
+}
+
+async fn given_a_sealed_batch_then_its_segments_and_counts_are_final(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (tenant, id) = running_batch(&app).await;
+    let now = app.clock_secs();
+    for (start, end) in [(0, 10), (10, 20), (20, 30)] {
+        let outcome = app
+            .store
+            .commit_segment(&tenant, &id, &segment_commit(start, end, 1, 0), now)
+            .await
+            .expect("commit");
+        assert_eq!(outcome, CommitOutcome::Committed);
+    }
+    let state = app
+        .store
+        .run_state(&tenant, &id, now)
+        .await
+        .expect("state")
+        .expect("live");
+    assert!(state.accepts_results());
+
+    let cancel = Transition::new(&[BatchStatus::InProgress], BatchStatus::Cancelling, now);
+    app.store
+        .transition(&tenant, &id, cancel, now)
+        .await
+        .expect("cancel");
+    let partial = app
+        .store
+        .commit_segment(&tenant, &id, &segment_commit(30, 40, 1, 0), now)
+        .await
+        .expect("commit");
+    assert_eq!(
+        partial,
+        CommitOutcome::Committed,
+        "a cancelling batch keeps results"
+    );
+    app.store
+        .seal(&tenant, &id, now)
+        .await
+        .expect("seal")
+        .expect("record");
+    let state = app
+        .store
+        .run_state(&tenant, &id, now)
+        .await
+        .expect("state")
+        .expect("live");
+    assert_eq!(
+        (state.status, state.sealed),
+        (BatchStatus::Cancelling, true)
+    );
+    assert!(!state.accepts_results());
+    let late = app
+        .store
+        .commit_segment(&tenant, &id, &segment_commit(40, 50, 1, 0), now)
+        .await
+        .expect("commit");
+    assert_eq!(late, CommitOutcome::Closed);
+    let again = app
+        .store
+        .commit_segment(&tenant, &id, &segment_commit(30, 45, 1, 0), now)
+        .await
+        .expect("commit");
+    assert_eq!(again, CommitOutcome::AlreadyCommitted);
+
+    let segments = app
+        .store
+        .segments(&tenant, &id, now)
+        .await
+        .expect("segments");
+    assert_eq!(
+        segments.keys().copied().collect::<Vec<_>>(),
+        vec![0, 10, 20, 30]
+    );
+    assert_eq!(segments[&30].end, 40);
+    let record = app
+        .store
+        .get(&tenant, &id, now)
+        .await
+        .expect("get")
+        .expect("record");
+    assert_eq!(record.batch.request_counts.completed, 4);
+}
+
+/// The batch's stored record, as the backend holds it, in bytes.
+async fn stored_record_size(stores: &StoredRecord, tenant: &TenantId, id: &BatchId) -> usize {
+    match stores {
+        StoredRecord::Embedded(dir) => {
+            let conn =
+                rusqlite::Connection::open(dir.path().join("batches.sqlite3")).expect("open");
+            conn.query_row(
+                "SELECT length(record) FROM batches WHERE tenant = ?1 AND id = ?2",
+                [tenant.as_str(), id.as_str()],
+                |row| row.get::<_, i64>(0),
+            )
+            .expect("the record") as usize
+        }
+        StoredRecord::Dynamo(store) => {
+            let item = store
+                .client()
+                .get_item()
+                .table_name(store.table())
+                .key("tenant", AttributeValue::S(tenant.to_string()))
+                .key("id", AttributeValue::S(id.to_string()))
+                .consistent_read(true)
+                .send()
+                .await
+                .expect("GetItem")
+                .item
+                .expect("the item");
+            // DynamoDB's item size: names plus values; the JSON form is close enough.
+            item.iter()
+                .map(|(name, value)| name.len() + format!("{value:?}").len())
+                .sum()
+        }
+    }
+}
+
+enum StoredRecord {
+    Embedded(tempfile::TempDir),
+    Dynamo(lambda_batches::store::dynamodb::DynamoStore),
+}
+
+/// 2,000 segments in 50 chains of 40: the batch's own record must not grow
+/// with them (a DynamoDB item stops at 400 KB), and the last commit must cost
+/// the round trips the first did.
+async fn given_2000_segments_then_the_batch_record_stays_small_and_each_commit_costs_the_same(
+    backend: Backend,
+) {
+    const SHARDS: u64 = 50;
+    const PER_SHARD: u64 = 40;
+    let (stores, raw) = match backend {
+        Backend::Embedded => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+            let blobs_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+            let stores = TestStores {
+                batches: store.clone(),
+                files: store,
+                blobs: Arc::new(LocalBlobStore::open_dir(blobs_dir.path()).expect("blobs")),
+                dynamodb_requests: None,
+                _blob_dir: Some(blobs_dir),
+            };
+            (stores, StoredRecord::Embedded(dir))
+        }
+        Backend::Moto | Backend::Dynalite => {
+            let stores = common::fresh_stores(backend).await;
+            let store = common::fresh_dynamo_store(backend).await;
+            let counter = store.requests().clone();
+            let shared = Arc::new(store.clone());
+            let stores = TestStores {
+                batches: shared.clone(),
+                files: shared,
+                dynamodb_requests: Some(counter),
+                ..stores
+            };
+            (stores, StoredRecord::Dynamo(store))
+        }
+    };
+    let app = TestApp::with_stores(stores, lambda_batches::config::AuthConfig::Open, None);
+    let (tenant, id) = running_batch_of(&app, SHARDS * PER_SHARD).await;
+    let now = app.clock_secs();
+    let empty = stored_record_size(&raw, &tenant, &id).await;
+
+    let requests = || app.dynamodb_requests.as_ref().map(|c| c.get());
+    let commit_one = |shard: u64, n: u64| {
+        let start = shard * 1_000 + n * 10;
+        shard_commit(shard * 1_000, start, start + 10, 1, 0)
+    };
+    let before = requests();
+    let first = app
+        .store
+        .commit_segment(&tenant, &id, &commit_one(0, 0), now)
+        .await
+        .expect("commit");
+    assert_eq!(first, CommitOutcome::Committed);
+    let first_cost = requests().zip(before).map(|(a, b)| a - b);
+    join_all((0..SHARDS).map(|shard| {
+        let (app, tenant, id) = (&app, &tenant, &id);
+        async move {
+            for n in u64::from(shard == 0)..PER_SHARD {
+                let outcome = app
+                    .store
+                    .commit_segment(tenant, id, &commit_one(shard, n), now)
+                    .await
+                    .expect("commit");
+                assert_eq!(outcome, CommitOutcome::Committed);
+            }
+        }
+    }))
+    .await;
+    let before = requests();
+    let last = app
+        .store
+        .commit_segment(
+            &tenant,
+            &id,
+            &shard_commit(0, PER_SHARD * 10, PER_SHARD * 10 + 10, 1, 0),
+            now,
+        )
+        .await
+        .expect("commit");
+    assert_eq!(last, CommitOutcome::Committed);
+    let last_cost = requests().zip(before).map(|(a, b)| a - b);
+
+    let full = stored_record_size(&raw, &tenant, &id).await;
+    // The shards' resume points may add a few bytes each, never a segment's worth.
+    assert!(
+        full <= empty + 40 * SHARDS as usize,
+        "the batch's record grew from {empty} to {full} bytes with 2,001 segments"
+    );
+    assert_eq!(
+        first_cost, last_cost,
+        "round trips of the first and the 2,001st commit"
+    );
+    let segments = app
+        .store
+        .segments(&tenant, &id, now)
+        .await
+        .expect("segments");
+    assert_eq!(segments.len() as u64, SHARDS * PER_SHARD + 1);
+    let record = app
+        .store
+        .get(&tenant, &id, now)
+        .await
+        .expect("get")
+        .expect("record");
+    assert_eq!(
+        record.batch.request_counts.completed,
+        SHARDS * PER_SHARD + 1
     );
 }

@@ -61,7 +61,6 @@ pub async fn create(
         output_expires_after: request.output_expires_after.clone(),
         created_us: now_us,
         purge_at: created_at + state.retention_secs,
-        segments: Default::default(),
         sealed: false,
         max_concurrency: request.max_concurrency,
         tenant,

@@ -124,14 +124,43 @@ pub type Segments = BTreeMap<u64, Segment>;
 /// Where work on `shard` must resume: the first offset its chain of committed
 /// segments does not cover, or `None` when the shard is done.
 pub fn resume_point(segments: &Segments, shard: ByteRange) -> Option<u64> {
+    resume_point_of(segments.iter().map(|(start, s)| (*start, s.end)), shard)
+}
+
+/// [`resume_point`] over `(start, end)` pairs in start order, as a store
+/// reads them without the rest of each segment.
+pub fn resume_point_of(
+    ends: impl IntoIterator<Item = (u64, u64)>,
+    shard: ByteRange,
+) -> Option<u64> {
     let mut at = shard.start;
-    while at < shard.end {
-        match segments.get(&at) {
-            Some(segment) if segment.end > at => at = segment.end,
-            _ => return Some(at),
+    for (start, end) in ends {
+        if at >= shard.end || start > at {
+            break;
+        }
+        if start == at && end > at {
+            at = end;
         }
     }
-    None
+    (at < shard.end).then_some(at)
+}
+
+/// The segments of one shard's committed chain: from `shard_start`, each
+/// segment starting where the one before ended, up to `chain_end`. A record
+/// written past the chain's end (by an attempt the batch refused) is left out.
+pub fn chain(segments: &Segments, shard_start: u64, chain_end: u64) -> Vec<(u64, &Segment)> {
+    let mut chain = Vec::new();
+    let mut at = shard_start;
+    while at < chain_end {
+        match segments.get(&at) {
+            Some(segment) if segment.end > at => {
+                chain.push((at, segment));
+                at = segment.end;
+            }
+            _ => break,
+        }
+    }
+    chain
 }
 
 /// Bytes the committed segments cover. Segments never overlap (each starts
@@ -284,6 +313,26 @@ mod tests {
             resume_point(&segments, shard),
             None,
             "other shards do not matter"
+        );
+    }
+
+    #[test]
+    fn a_chain_stops_at_its_end_and_leaves_out_refused_records() {
+        let mut segments = Segments::new();
+        segments.insert(10, segment(20));
+        segments.insert(20, segment(35));
+        segments.insert(35, segment(50)); // written, but the batch refused it
+        segments.insert(22, segment(40)); // an attempt that lost start 20
+        let starts: Vec<u64> = chain(&segments, 10, 35).iter().map(|(s, _)| *s).collect();
+        assert_eq!(starts, vec![10, 20]);
+        assert!(
+            chain(&segments, 0, 35).is_empty(),
+            "no segment at the shard start"
+        );
+        let ends = segments.iter().map(|(s, seg)| (*s, seg.end));
+        assert_eq!(
+            resume_point_of(ends, ByteRange { start: 10, end: 60 }),
+            Some(50)
         );
     }
 

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::batch::Usage;
-use crate::domain::execution::{BatchInstance, Segment, Segments};
+use crate::domain::execution::{BatchInstance, ByteRange, Segment, Segments};
 use crate::domain::{
     Batch, BatchId, BatchStatus, Fingerprint, OutputExpiresAfter, QuotaExceeded, TenantId,
     Transition,
@@ -32,9 +32,6 @@ pub struct BatchRecord {
     /// Unix seconds after which the record (and its idempotency key) is gone.
     /// DynamoDB's TTL deletes late, so every read checks it too.
     pub purge_at: i64,
-    /// Execution results committed so far, by start offset (`domain::execution`).
-    #[serde(default)]
-    pub segments: Segments,
     /// Set once results are being assembled: no segment commits after it.
     #[serde(default)]
     pub sealed: bool,
@@ -43,36 +40,62 @@ pub struct BatchRecord {
     pub max_concurrency: Option<u32>,
 }
 
-/// One segment's results, committed in one conditional write together with
-/// the counts and usage it adds to the batch.
+/// One segment's results, committed together with the counts and usage it
+/// adds to the batch. Each segment is a record of its own beside the batch,
+/// so a commit costs the same however many came before it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentCommit {
+    /// Where the segment's shard starts: its chain of segments begins there.
+    pub shard_start: u64,
     pub start: u64,
     pub segment: Segment,
     pub usage: Usage,
+    /// The batch's `purge_at`: the segment's record goes with the batch's.
+    pub purge_at: i64,
 }
 
 /// What a segment commit found.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitOutcome {
-    /// Written; the record as it is now.
-    Committed(Box<BatchRecord>),
-    /// Another attempt committed this start first: nothing written.
-    AlreadyCommitted(Box<BatchRecord>),
+    /// Written: the batch references this attempt's results.
+    Committed,
+    /// Another attempt committed this start first: nothing of this one is used.
+    AlreadyCommitted,
     /// The batch takes no more results (sealed, or no longer running).
-    Closed(Box<BatchRecord>),
+    Closed,
     NotFound,
 }
 
-impl BatchRecord {
+/// The part of a batch a running segment polls: whether to go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunState {
+    pub status: BatchStatus,
+    pub sealed: bool,
+}
+
+impl RunState {
     /// Whether a commit may still land: running (or cancelling, whose partial
     /// results are kept) and not yet sealed.
     pub fn accepts_results(&self) -> bool {
         !self.sealed
             && matches!(
-                self.batch.status,
+                self.status,
                 BatchStatus::InProgress | BatchStatus::Cancelling
             )
+    }
+}
+
+impl BatchRecord {
+    pub fn run_state(&self) -> RunState {
+        RunState {
+            status: self.batch.status,
+            sealed: self.sealed,
+        }
+    }
+
+    /// Whether a commit may still land (see [`RunState::accepts_results`]).
+    pub fn accepts_results(&self) -> bool {
+        self.run_state().accepts_results()
     }
 }
 
@@ -213,7 +236,8 @@ pub trait BatchStore: Send + Sync {
     ) -> Result<TransitionOutcome, StoreError>;
 
     /// Commits one segment's results, unless its start is already committed or
-    /// the batch takes no more results: one conditional write.
+    /// the batch takes no more results. Its cost does not depend on how many
+    /// segments the batch already has.
     async fn commit_segment(
         &self,
         tenant: &TenantId,
@@ -222,8 +246,35 @@ pub trait BatchStore: Send + Sync {
         now_secs: i64,
     ) -> Result<CommitOutcome, StoreError>;
 
+    /// The committed segments of a live batch, by start offset.
+    async fn segments(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        now_secs: i64,
+    ) -> Result<Segments, StoreError>;
+
+    /// Where work on `shard` resumes: the first offset its chain of committed
+    /// segments does not cover, or `None` when the shard is done (or the batch
+    /// is gone).
+    async fn resume_point(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        shard: ByteRange,
+        now_secs: i64,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Only the status and seal of a live batch: what the cancel poll needs.
+    async fn run_state(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        now_secs: i64,
+    ) -> Result<Option<RunState>, StoreError>;
+
     /// Stops the batch taking results and returns it as sealed: the committed
-    /// segments it holds are final.
+    /// segments are final from then on.
     async fn seal(
         &self,
         tenant: &TenantId,

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::{Worker, WorkerError};
 use crate::domain::batch::Usage;
 use crate::domain::execution::{
-    gaps, resume_point, shards, ByteRange, LatencyHistogram, ResultFile, Segment,
+    gaps, resume_point, shards, ByteRange, LatencyHistogram, ResultFile, Segment, Segments,
 };
 use crate::domain::request_line::{parse_request, LineError};
 use crate::domain::{
@@ -113,16 +113,26 @@ impl Worker {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        while let Some(resume) = resume_point(&record.segments, shard) {
+        // One watcher for the whole shard: a cancel stops the lines in flight
+        // and every segment after them.
+        let stop = Arc::new(AtomicBool::new(false));
+        let _watcher = self.watch_for_cancel(&record, Arc::clone(&stop));
+        let mut resume = self.batches.resume_point(tenant, id, shard, now).await?;
+        let mut committed_any = false;
+        while let Some(at) = resume {
             if is_expired(&record, self.clock.now_secs()) {
                 return Ok(self.queue.enqueue(&finalize(tenant, id)).await?);
             }
             if out_of_time(deadline, FINISH_MARGIN) {
-                // Hand the rest back: a fresh invocation resumes at `resume`.
+                // Hand the rest back: a fresh invocation resumes at `at`.
                 return Ok(self.queue.enqueue(&run_shard(tenant, id, shard)).await?);
             }
+            if stop.load(Ordering::Relaxed) {
+                // Cancelled (or moved on) meanwhile: start no further segment.
+                return Ok(());
+            }
             let Some(commit) = self
-                .run_segment(&record, &input, resume, shard.end, deadline)
+                .run_segment(&record, &input, at, shard, deadline, &stop)
                 .await?
             else {
                 // Nothing started: cancelled, or out of time.
@@ -138,21 +148,28 @@ impl Worker {
                 .commit_segment(tenant, id, &commit, now)
                 .await?
             {
-                CommitOutcome::Committed(current) => record = *current,
-                CommitOutcome::AlreadyCommitted(current) => {
+                CommitOutcome::Committed => {
+                    committed_any = true;
+                    let end = commit.segment.end;
+                    resume = (end < shard.end).then_some(end);
+                }
+                CommitOutcome::AlreadyCommitted => {
                     // Another attempt won this segment: our parts are nobody's.
                     self.delete_blobs(&commit.segment).await;
-                    record = *current;
+                    committed_any = true;
+                    resume = self.batches.resume_point(tenant, id, shard, now).await?;
                 }
-                CommitOutcome::Closed(_) | CommitOutcome::NotFound => {
+                CommitOutcome::Closed | CommitOutcome::NotFound => {
                     self.delete_blobs(&commit.segment).await;
                     return Ok(());
                 }
             }
             crash_point("after_segment_commit");
-            // Cancelled (or moved on) meanwhile: start no further segment.
-            if record.batch.status != BatchStatus::InProgress {
-                return Ok(());
+        }
+        if committed_any {
+            match self.batches.get(tenant, id, self.clock.now_secs()).await? {
+                Some(current) => record = current,
+                None => return Ok(()),
             }
         }
         let counts = record.batch.request_counts;
@@ -170,24 +187,25 @@ impl Worker {
         record: &BatchRecord,
         input: &Input,
         start: u64,
-        shard_end: u64,
+        shard: ByteRange,
         deadline: Option<Instant>,
+        stop: &Arc<AtomicBool>,
     ) -> Result<Option<SegmentCommit>, WorkerError> {
-        let (lines, skipped_to) = self.read_lines(input, start, shard_end).await?;
+        let (lines, skipped_to) = self.read_lines(input, start, shard.end).await?;
         if lines.is_empty() {
             // The shard lies inside one long line owned by the shard before it.
             return Ok((skipped_to > start).then(|| SegmentCommit {
+                shard_start: shard.start,
                 start,
                 segment: Segment {
                     end: skipped_to,
                     ..Segment::default()
                 },
                 usage: Usage::default(),
+                purge_at: record.purge_at,
             }));
         }
         crash_point("before_segment_upstream_calls");
-        let stop = Arc::new(AtomicBool::new(false));
-        let watcher = self.watch_for_cancel(record, Arc::clone(&stop));
         let line_deadline = deadline.map(|d| d - FINISH_MARGIN / 2);
         let concurrency = record
             .max_concurrency
@@ -198,7 +216,7 @@ impl Worker {
         let runs: Vec<futures_util::future::BoxFuture<'_, Option<(String, Execution)>>> = lines
             .iter()
             .map(|line| {
-                let stop = Arc::clone(&stop);
+                let stop = Arc::clone(stop);
                 async move {
                     if stop.load(Ordering::Relaxed) || out_of_time(deadline, FINISH_MARGIN) {
                         return None;
@@ -230,7 +248,6 @@ impl Worker {
             .collect();
         let results: Vec<Option<(String, Execution)>> =
             stream::iter(runs).buffered(concurrency).collect().await;
-        watcher.abort();
         crash_point("after_segment_upstream_calls");
 
         let mut output = Vec::new();
@@ -284,7 +301,9 @@ impl Worker {
             .write_part(format!("{base}.error.jsonl"), errors)
             .await?;
         Ok(Some(SegmentCommit {
+            shard_start: shard.start,
             start,
+            purge_at: record.purge_at,
             segment: Segment {
                 end,
                 output_part,
@@ -361,21 +380,18 @@ impl Worker {
         Ok((lines, position))
     }
 
-    fn watch_for_cancel(
-        &self,
-        record: &BatchRecord,
-        stop: Arc<AtomicBool>,
-    ) -> tokio::task::AbortHandle {
+    /// Polls the batch's status (only that) until it stops taking results,
+    /// then sets `stop`. The poll ends when the returned guard is dropped.
+    fn watch_for_cancel(&self, record: &BatchRecord, stop: Arc<AtomicBool>) -> AbortOnDrop {
         let (batches, clock) = (Arc::clone(&self.batches), Arc::clone(&self.clock));
         let (tenant, id) = (record.tenant.clone(), BatchId::parse(&record.batch.id));
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let Some(id) = id else { return };
             loop {
                 tokio::time::sleep(CANCEL_POLL).await;
-                match batches.get(&tenant, &id, clock.now_secs()).await {
-                    Ok(Some(current))
-                        if current.accepts_results()
-                            && current.batch.status == BatchStatus::InProgress => {}
+                match batches.run_state(&tenant, &id, clock.now_secs()).await {
+                    Ok(Some(state))
+                        if state.accepts_results() && state.status == BatchStatus::InProgress => {}
                     Ok(_) => {
                         stop.store(true, Ordering::Relaxed);
                         return;
@@ -383,8 +399,8 @@ impl Worker {
                     Err(_) => {} // a missed poll only delays the stop
                 }
             }
-        })
-        .abort_handle()
+        });
+        AbortOnDrop(task.abort_handle())
     }
 
     /// `in_progress` → `finalizing` → `completed`, with the output and error files.
@@ -449,7 +465,12 @@ impl Worker {
         let (tenant, Some(id)) = (&sealed.tenant, BatchId::parse(&sealed.batch.id)) else {
             return Ok(());
         };
-        let Some(patch) = self.assemble(sealed, expired).await? else {
+        // Read after the seal: these are final.
+        let segments = self
+            .batches
+            .segments(tenant, &id, self.clock.now_secs())
+            .await?;
+        let Some(patch) = self.assemble(sealed, &segments, expired).await? else {
             return Ok(());
         };
         crash_point(match to {
@@ -471,6 +492,7 @@ impl Worker {
         if matches!(outcome, TransitionOutcome::Applied(_)) {
             super::metrics::batch_finished(
                 sealed,
+                &segments,
                 to,
                 self.execution.metrics,
                 self.clock.now_micros() / 1000,
@@ -534,15 +556,15 @@ impl Worker {
     async fn assemble(
         &self,
         record: &BatchRecord,
+        segments: &Segments,
         expired: Option<&Input>,
     ) -> Result<Option<BatchPatch>, WorkerError> {
         let mut patch = BatchPatch::default();
-        let counts = record
-            .segments
+        let counts = segments
             .values()
             .fold((0, 0), |(c, f), s| (c + s.completed, f + s.failed));
         let expired_lines = match expired {
-            Some(input) => self.expired_lines(record, input, None).await?,
+            Some(input) => self.expired_lines(record, segments, input, None).await?,
             None => 0,
         };
         patch.request_counts = Some(crate::domain::RequestCounts {
@@ -551,8 +573,7 @@ impl Worker {
             failed: counts.1 + expired_lines,
         });
         for kind in ResultFile::ALL {
-            let parts: Vec<&String> = record
-                .segments
+            let parts: Vec<&String> = segments
                 .values()
                 .filter_map(|s| match kind {
                     ResultFile::Output => s.output_part.as_ref(),
@@ -588,7 +609,8 @@ impl Worker {
                     }
                 }
                 if let (true, Some(input)) = (with_expired, expired) {
-                    self.expired_lines(record, input, Some(&mut writer)).await?;
+                    self.expired_lines(record, segments, input, Some(&mut writer))
+                        .await?;
                 }
                 let bytes = writer.finish().await?;
                 crash_point(match kind {
@@ -664,6 +686,7 @@ impl Worker {
     async fn expired_lines(
         &self,
         record: &BatchRecord,
+        segments: &Segments,
         input: &Input,
         mut sink: Option<&mut Box<dyn crate::files::BlobWriter>>,
     ) -> Result<u64, WorkerError> {
@@ -673,7 +696,7 @@ impl Worker {
                 .to_string(),
         };
         let mut count = 0;
-        for gap in gaps(&record.segments, input.bytes) {
+        for gap in gaps(segments, input.bytes) {
             let mut at = gap.start;
             while at < gap.end {
                 let (lines, _) = self.read_lines(input, at, gap.end).await?;
@@ -772,7 +795,12 @@ impl Worker {
             return Ok(self.queue.enqueue(&finalize(tenant, id)).await?);
         }
         for shard in shards(input.bytes, self.execution.shard_bytes) {
-            if resume_point(&record.segments, shard).is_some() {
+            if self
+                .batches
+                .resume_point(tenant, id, shard, now)
+                .await?
+                .is_some()
+            {
                 self.queue.enqueue(&run_shard(tenant, id, shard)).await?;
                 crash_point("redrive_after_shard_enqueued");
             }
@@ -794,6 +822,15 @@ fn unreadable(error: LineError) -> Execution {
         latency: Duration::ZERO,
         total: Duration::ZERO,
         gave_up_for_deadline: false,
+    }
+}
+
+/// Ends a background task when its owner is done, on every return path.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

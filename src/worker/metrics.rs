@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::domain::execution::LatencyHistogram;
+use crate::domain::execution::{LatencyHistogram, Segments};
 use crate::domain::BatchStatus;
 use crate::store::BatchRecord;
 
@@ -29,10 +29,10 @@ pub struct BatchMetrics {
 }
 
 impl BatchMetrics {
-    pub fn of(record: &BatchRecord) -> Self {
+    pub fn of(segments: &Segments) -> Self {
         let mut latency = LatencyHistogram::default();
         let (mut lines, mut failures, mut retries) = (0, 0, 0);
-        for segment in record.segments.values() {
+        for segment in segments.values() {
             lines += segment.completed + segment.failed;
             failures += segment.failed;
             retries += segment.retries;
@@ -48,8 +48,13 @@ impl BatchMetrics {
 }
 
 /// The CloudWatch EMF object for a finished batch.
-pub fn emf_line(record: &BatchRecord, status: BatchStatus, now_ms: i64) -> Value {
-    let m = BatchMetrics::of(record);
+pub fn emf_line(
+    record: &BatchRecord,
+    segments: &Segments,
+    status: BatchStatus,
+    now_ms: i64,
+) -> Value {
+    let m = BatchMetrics::of(segments);
     let metric = |name: &str, unit: &str| json!({"Name": name, "Unit": unit});
     json!({
         "_aws": {
@@ -77,14 +82,15 @@ pub fn emf_line(record: &BatchRecord, status: BatchStatus, now_ms: i64) -> Value
 
 pub fn batch_finished(
     record: &BatchRecord,
+    segments: &Segments,
     status: BatchStatus,
     format: MetricsFormat,
     now_ms: i64,
 ) {
     match format {
-        MetricsFormat::Emf => println!("{}", emf_line(record, status, now_ms)),
+        MetricsFormat::Emf => println!("{}", emf_line(record, segments, status, now_ms)),
         MetricsFormat::Log => {
-            let m = BatchMetrics::of(record);
+            let m = BatchMetrics::of(segments);
             tracing::info!(
                 batch_id = %record.batch.id, tenant = %record.tenant, status = %status,
                 endpoint = %record.batch.endpoint, lines = m.lines, failures = m.failures,

@@ -1,10 +1,11 @@
-//! The DynamoDB adapter: one item per batch, keyed by (`tenant`, `id`).
+//! The DynamoDB adapter: one item per batch, keyed by (`tenant`, `id`), and
+//! one per committed segment beside it (`segments.rs`).
 //!
 //! Table and indexes are defined in `template.yaml`, the single source of truth:
 //! key `tenant` (HASH) + `id` (RANGE); GSI `tenant-listing-index` on `tenant` +
 //! `created_order` (see `listing.rs`); TTL on `purge_at`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -19,11 +20,11 @@ use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BatchRecord, BatchStore, CommitOutcome, CreateOutcome, ListOutcome, SegmentCommit, StoreError,
-    StuckBatch, TransitionOutcome,
+    BatchRecord, BatchStore, CommitOutcome, CreateOutcome, ListOutcome, RunState, SegmentCommit,
+    StoreError, StuckBatch, TransitionOutcome,
 };
 use crate::domain::batch::BatchErrors;
-use crate::domain::execution::Segment;
+use crate::domain::execution::{ByteRange, Segment, Segments};
 use crate::domain::{
     Batch, BatchId, BatchStatus, Fingerprint, OutputExpiresAfter, QuotaExceeded, Quotas, TenantId,
     Transition,
@@ -33,6 +34,7 @@ mod files;
 mod keys;
 mod listing;
 mod quota;
+mod segments;
 
 pub use keys::KEYS_PARTITION;
 use listing::{query_until, Take};
@@ -94,16 +96,13 @@ struct RecordAttributes {
     output_expires_after: Option<OutputExpiresAfter>,
     created_order: String,
     purge_at: i64,
-    /// Committed segments, keyed by their zero-padded start offset.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    segments: BTreeMap<String, Segment>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     sealed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_concurrency: Option<u32>,
 }
 
-/// A segment's key in the `segments` map: zero-padded, so it sorts as it counts.
+/// An offset as a key: zero-padded, so it sorts as it counts.
 fn segment_key(start: u64) -> String {
     format!("{start:020}")
 }
@@ -334,11 +333,6 @@ fn to_item(record: &BatchRecord) -> Result<Item, StoreError> {
         output_expires_after: record.output_expires_after.clone(),
         created_order: record.created_order(),
         purge_at: record.purge_at,
-        segments: record
-            .segments
-            .iter()
-            .map(|(start, segment)| (segment_key(*start), segment.clone()))
-            .collect(),
         sealed: record.sealed,
         max_concurrency: record.max_concurrency,
     };
@@ -374,15 +368,6 @@ fn from_item(item: Item) -> Result<BatchRecord, StoreError> {
         .ok_or_else(|| {
             StoreError::Corrupt(format!("bad created_order {:?}", attributes.created_order))
         })?;
-    let segments = attributes
-        .segments
-        .into_iter()
-        .map(|(key, segment)| {
-            key.parse::<u64>()
-                .map(|start| (start, segment))
-                .map_err(|_| StoreError::Corrupt(format!("bad segment key {key:?}")))
-        })
-        .collect::<Result<_, _>>()?;
     Ok(BatchRecord {
         tenant: attributes.tenant,
         batch,
@@ -390,7 +375,6 @@ fn from_item(item: Item) -> Result<BatchRecord, StoreError> {
         output_expires_after: attributes.output_expires_after,
         created_us,
         purge_at: attributes.purge_at,
-        segments,
         sealed: attributes.sealed,
         max_concurrency: attributes.max_concurrency,
     })
@@ -573,10 +557,10 @@ impl BatchStore for DynamoStore {
             set.push("error_file_id = :error_file");
         }
         if transition.to == BatchStatus::InProgress {
-            // Segment commits set `segments.<start>`: the map must exist first.
-            values.insert(":no_segments".into(), AttributeValue::M(HashMap::new()));
-            names.insert("#segments".into(), "segments".into());
-            set.push("#segments = if_not_exists(#segments, :no_segments)");
+            // Segment commits set `resume_points.<shard>`: the map must exist first.
+            values.insert(":no_points".into(), AttributeValue::M(HashMap::new()));
+            names.insert("#points".into(), segments::RESUME_POINTS.into());
+            set.push("#points = if_not_exists(#points, :no_points)");
         }
         // Keep the pending index in step with the status: in it while work
         // remains, out of it once the batch is terminal.
@@ -654,93 +638,35 @@ impl BatchStore for DynamoStore {
         commit: &SegmentCommit,
         now_secs: i64,
     ) -> Result<CommitOutcome, StoreError> {
-        let usage = &commit.usage;
-        let values = HashMap::from([
-            (":segment".to_string(), attribute(&commit.segment)?),
-            (
-                ":completed".to_string(),
-                number_u64(commit.segment.completed),
-            ),
-            (":failed".to_string(), number_u64(commit.segment.failed)),
-            (":input".to_string(), number_u64(usage.input_tokens)),
-            (":output".to_string(), number_u64(usage.output_tokens)),
-            (":total".to_string(), number_u64(usage.total_tokens)),
-            (
-                ":cached".to_string(),
-                number_u64(usage.input_tokens_details.cached_tokens),
-            ),
-            (
-                ":reasoning".to_string(),
-                number_u64(usage.output_tokens_details.reasoning_tokens),
-            ),
-            (":now".to_string(), number(now_secs)),
-            (
-                ":in_progress".to_string(),
-                AttributeValue::S(BatchStatus::InProgress.as_str().into()),
-            ),
-            (
-                ":cancelling".to_string(),
-                AttributeValue::S(BatchStatus::Cancelling.as_str().into()),
-            ),
-        ]);
-        // USAGE and SEGMENTS are DynamoDB reserved words: every name is aliased.
-        let names = HashMap::from([
-            ("#status".to_string(), "status".to_string()),
-            ("#segments".to_string(), "segments".to_string()),
-            ("#start".to_string(), segment_key(commit.start)),
-            ("#usage".to_string(), "usage".to_string()),
-            ("#counts".to_string(), "request_counts".to_string()),
-            ("#sealed".to_string(), "sealed".to_string()),
-        ]);
-        // One item, one write: the segment, the counts and the usage land
-        // together or not at all. `attribute_not_exists(segments.#start)` makes
-        // the first attempt at a segment the only one; `sealed` closes the batch.
-        // Progress restarts the reconciler's stuck clock.
-        let update = "SET #segments.#start = :segment, pending_since = :now, \
-            #counts.completed = #counts.completed + :completed, \
-            #counts.failed = #counts.failed + :failed, \
-            #usage.input_tokens = #usage.input_tokens + :input, \
-            #usage.output_tokens = #usage.output_tokens + :output, \
-            #usage.total_tokens = #usage.total_tokens + :total, \
-            #usage.input_tokens_details.cached_tokens = #usage.input_tokens_details.cached_tokens + :cached, \
-            #usage.output_tokens_details.reasoning_tokens = #usage.output_tokens_details.reasoning_tokens + :reasoning";
-        let condition = "attribute_exists(id) AND purge_at > :now \
-            AND #status IN (:in_progress, :cancelling) AND attribute_not_exists(#sealed) \
-            AND attribute_not_exists(#segments.#start)";
-        let request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
-            .update_expression(update)
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values));
-        for _ in 0..MAX_ATTEMPTS {
-            match self
-                .conditional_update(tenant, id, request.clone(), now_secs)
-                .await?
-            {
-                Conditional::Applied(item) => {
-                    return Ok(CommitOutcome::Committed(Box::new(from_item(item)?)))
-                }
-                Conditional::Failed(None) => return Ok(CommitOutcome::NotFound),
-                Conditional::Failed(Some(record))
-                    if record.segments.contains_key(&commit.start) =>
-                {
-                    return Ok(CommitOutcome::AlreadyCommitted(record))
-                }
-                Conditional::Failed(Some(record)) if !record.accepts_results() => {
-                    return Ok(CommitOutcome::Closed(record))
-                }
-                // Without the old item (dynalite) the re-read may show a state that
-                // changed after the failed write: try again.
-                Conditional::Failed(Some(_)) => continue,
-            }
-        }
-        Err(StoreError::Corrupt(format!(
-            "batch {id} kept changing during a commit"
-        )))
+        self.commit(tenant, id, commit, now_secs).await
+    }
+
+    async fn segments(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        now_secs: i64,
+    ) -> Result<Segments, StoreError> {
+        self.read_segments(tenant, id, now_secs).await
+    }
+
+    async fn resume_point(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        shard: ByteRange,
+        now_secs: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.read_resume_point(tenant, id, shard, now_secs).await
+    }
+
+    async fn run_state(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        now_secs: i64,
+    ) -> Result<Option<RunState>, StoreError> {
+        self.read_run_state(tenant, id, now_secs).await
     }
 
     async fn seal(

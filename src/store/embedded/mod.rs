@@ -12,9 +12,10 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    BatchRecord, BatchStore, CommitOutcome, CreateOutcome, ListOutcome, SegmentCommit, StoreError,
-    StuckBatch, TransitionOutcome,
+    BatchRecord, BatchStore, CommitOutcome, CreateOutcome, ListOutcome, RunState, SegmentCommit,
+    StoreError, StuckBatch, TransitionOutcome,
 };
+use crate::domain::execution::{resume_point_of, ByteRange, Segment, Segments};
 use crate::domain::{BatchId, BatchStatus, QuotaExceeded, Quotas, TenantId, Transition};
 
 mod files;
@@ -181,6 +182,25 @@ const SCHEMA: &str = "
         lines    INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (tenant, batch_id)
     ) WITHOUT ROWID;
+    -- Committed segments (`domain::execution`), one row each beside their
+    -- batch: a commit inserts a row and rewrites the batch's small record,
+    -- whatever the number of segments before it.
+    CREATE TABLE IF NOT EXISTS segments (
+        tenant      TEXT    NOT NULL,
+        batch_id    TEXT    NOT NULL,
+        start       INTEGER NOT NULL,
+        segment_end INTEGER NOT NULL,
+        segment     TEXT    NOT NULL,
+        PRIMARY KEY (tenant, batch_id, start)
+    ) WITHOUT ROWID;
+    -- A create that takes over a purged batch's id (the only write that
+    -- changes `created_order`) starts without the old batch's segments.
+    CREATE TRIGGER IF NOT EXISTS segments_go_with_their_batch
+    AFTER UPDATE OF created_order ON batches
+    WHEN NEW.created_order IS NOT OLD.created_order
+    BEGIN
+        DELETE FROM segments WHERE tenant = OLD.tenant AND batch_id = OLD.id;
+    END;
 ";
 
 impl EmbeddedStore {
@@ -241,7 +261,11 @@ impl EmbeddedStore {
         conn.pragma_update(None, "cache_size", -16_384)?;
         conn.pragma_update(None, "mmap_size", 268_435_456)?;
         migrate(&conn)?;
+        let had_segments_table = has_table(&conn, "segments")?;
         conn.execute_batch(SCHEMA)?;
+        if !had_segments_table {
+            move_segments_out_of_records(&conn)?;
+        }
         files::init(&conn)?;
         keys::init(&conn)?;
         let checkpointer = match file {
@@ -385,12 +409,68 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+fn has_table(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
+        .exists([name])?)
+}
+
+/// Earlier versions kept a batch's segments inside its record, which every
+/// commit rewrote whole: they move to the segments table, once.
+fn move_segments_out_of_records(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         INSERT OR IGNORE INTO segments (tenant, batch_id, start, segment_end, segment)
+         SELECT b.tenant, b.id, CAST(s.key AS INTEGER), json_extract(s.value, '$.end'), s.value
+         FROM batches b, json_each(b.record, '$.segments') s;
+         UPDATE batches SET record = json_remove(record, '$.segments')
+         WHERE json_type(record, '$.segments') IS NOT NULL;
+         COMMIT;",
+    )?;
+    Ok(())
+}
+
 fn to_json(record: &BatchRecord) -> Result<String, StoreError> {
     serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn from_json(text: &str) -> Result<BatchRecord, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Offsets are below 2^63 (file sizes), so they fit SQLite's integers.
+fn to_sql(offset: u64) -> i64 {
+    i64::try_from(offset).unwrap_or(i64::MAX)
+}
+
+fn from_sql(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative offset {value}")))
+}
+
+/// The status and seal of a live batch, without reading the rest of its record.
+fn read_run_state(
+    conn: &Connection,
+    tenant: &str,
+    id: &str,
+    now_secs: i64,
+) -> Result<Option<RunState>, StoreError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT json_extract(record, '$.batch.status'), json_extract(record, '$.sealed')
+             FROM batches WHERE tenant = ?1 AND id = ?2 AND purge_at > ?3",
+        )?
+        .query_row(params![tenant, id, now_secs], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, Option<bool>>(1)?))
+        })
+        .optional()?;
+    row.map(|(status, sealed)| {
+        Ok(RunState {
+            status: BatchStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("bad status {status:?}")))?,
+            sealed: sealed.unwrap_or(false),
+        })
+    })
+    .transpose()
 }
 
 fn read_live(
@@ -569,16 +649,24 @@ impl BatchStore for EmbeddedStore {
         now_secs: i64,
     ) -> Result<CommitOutcome, StoreError> {
         let (tenant, id, commit) = (tenant.to_string(), id.to_string(), commit.clone());
+        let segment_json = serde_json::to_string(&commit.segment)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.with_conn(move |conn| {
             let tx = conn.savepoint()?;
             let Some(mut record) = read_live(&tx, &tenant, &id, now_secs)? else {
                 return Ok(CommitOutcome::NotFound);
             };
-            if record.segments.contains_key(&commit.start) {
-                return Ok(CommitOutcome::AlreadyCommitted(Box::new(record)));
+            let start = to_sql(commit.start);
+            let exists = tx
+                .prepare_cached(
+                    "SELECT 1 FROM segments WHERE tenant = ?1 AND batch_id = ?2 AND start = ?3",
+                )?
+                .exists(params![tenant, id, start])?;
+            if exists {
+                return Ok(CommitOutcome::AlreadyCommitted);
             }
             if !record.accepts_results() {
-                return Ok(CommitOutcome::Closed(Box::new(record)));
+                return Ok(CommitOutcome::Closed);
             }
             let counts = &mut record.batch.request_counts;
             counts.completed += commit.segment.completed;
@@ -588,16 +676,97 @@ impl BatchStore for EmbeddedStore {
                 .usage
                 .get_or_insert_with(Default::default)
                 .add(&commit.usage);
-            record.segments.insert(commit.start, commit.segment);
+            tx.prepare_cached(
+                "INSERT INTO segments (tenant, batch_id, start, segment_end, segment)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                tenant,
+                id,
+                start,
+                to_sql(commit.segment.end),
+                segment_json
+            ])?;
             // Progress restarts the reconciler's stuck clock.
             tx.prepare_cached(
                 "UPDATE batches SET record = ?3, pending_since = ?4 WHERE tenant = ?1 AND id = ?2",
             )?
             .execute(params![tenant, id, to_json(&record)?, now_secs])?;
             tx.commit()?;
-            Ok(CommitOutcome::Committed(Box::new(record)))
+            Ok(CommitOutcome::Committed)
         })
         .await
+    }
+
+    async fn segments(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        now_secs: i64,
+    ) -> Result<Segments, StoreError> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.with_reader(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT s.start, s.segment FROM segments s
+                 JOIN batches b ON b.tenant = s.tenant AND b.id = s.batch_id
+                 WHERE s.tenant = ?1 AND s.batch_id = ?2 AND b.purge_at > ?3
+                 ORDER BY s.start",
+            )?;
+            let rows = statement.query_map(params![tenant, id, now_secs], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            })?;
+            let mut segments = Segments::new();
+            for row in rows {
+                let (start, json) = row?;
+                let segment: Segment =
+                    serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                segments.insert(from_sql(start)?, segment);
+            }
+            Ok(segments)
+        })
+        .await
+    }
+
+    async fn resume_point(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        shard: ByteRange,
+        now_secs: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.with_reader(move |conn| {
+            if read_run_state(conn, &tenant, &id, now_secs)?.is_none() {
+                return Ok(None);
+            }
+            let mut statement = conn.prepare_cached(
+                "SELECT start, segment_end FROM segments
+                 WHERE tenant = ?1 AND batch_id = ?2 AND start >= ?3 AND start < ?4
+                 ORDER BY start",
+            )?;
+            let rows = statement.query_map(
+                params![tenant, id, to_sql(shard.start), to_sql(shard.end)],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+            )?;
+            let mut ends = Vec::new();
+            for row in rows {
+                let (start, end) = row?;
+                ends.push((from_sql(start)?, from_sql(end)?));
+            }
+            Ok(resume_point_of(ends, shard))
+        })
+        .await
+    }
+
+    async fn run_state(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        now_secs: i64,
+    ) -> Result<Option<RunState>, StoreError> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.with_reader(move |conn| read_run_state(conn, &tenant, &id, now_secs))
+            .await
     }
 
     async fn seal(
@@ -884,7 +1053,6 @@ mod tests {
             output_expires_after: None,
             created_us,
             purge_at: created_at + 86_400,
-            segments: Default::default(),
             sealed: false,
             max_concurrency: None,
             tenant: tenant.clone(),
@@ -943,6 +1111,110 @@ mod tests {
         // A second start finds nothing to migrate.
         drop(store);
         EmbeddedStore::open(dir.path()).unwrap();
+    }
+
+    /// A data directory written when segments lived inside the batch's
+    /// record: they move to the segments table, the record loses them, and
+    /// the running batch goes on from where it was.
+    #[tokio::test]
+    async fn segments_inside_records_move_to_their_own_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenant = TenantId::parse("t").unwrap();
+        let mut running = record(&tenant, 1_000_000);
+        running.batch.status = BatchStatus::InProgress;
+        running.batch.request_counts.total = 3;
+        running.batch.request_counts.completed = 2;
+        let id = BatchId::parse(&running.batch.id).unwrap();
+        {
+            // The schema before the segments table, and a record as it was.
+            let conn = Connection::open(dir.path().join("batches.sqlite3")).unwrap();
+            conn.execute_batch(SCHEMA.split("-- Committed segments").next().unwrap())
+                .unwrap();
+            let mut json: serde_json::Value = serde_json::to_value(&running).unwrap();
+            json["segments"] = serde_json::json!({
+                "0": {"end": 10, "output_part": "p0", "error_part": null, "completed": 1, "failed": 0},
+                "10": {"end": 25, "output_part": "p1", "error_part": null, "completed": 1, "failed": 0}
+            });
+            conn.execute(
+                "INSERT INTO batches (tenant, id, created_order, purge_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![tenant.as_str(), running.batch.id, running.created_order(), running.purge_at, json.to_string()],
+            )
+            .unwrap();
+        }
+
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+
+        let segments = store.segments(&tenant, &id, 0).await.unwrap();
+        assert_eq!(segments.keys().copied().collect::<Vec<_>>(), vec![0, 10]);
+        assert_eq!(segments[&10].end, 25);
+        assert_eq!(segments[&10].output_part.as_deref(), Some("p1"));
+        let shard = ByteRange { start: 0, end: 100 };
+        assert_eq!(
+            store.resume_point(&tenant, &id, shard, 0).await.unwrap(),
+            Some(25)
+        );
+        let stored: String = store
+            .with_reader({
+                let id = id.to_string();
+                move |conn| {
+                    Ok(
+                        conn.query_row("SELECT record FROM batches WHERE id = ?1", [id], |r| {
+                            r.get(0)
+                        })?,
+                    )
+                }
+            })
+            .await
+            .unwrap();
+        assert!(!stored.contains("segments"), "{stored}");
+        assert_eq!(store.get(&tenant, &id, 0).await.unwrap(), Some(running));
+        // A second start finds nothing to move.
+        drop(store);
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(store.segments(&tenant, &id, 0).await.unwrap().len(), 2);
+    }
+
+    /// A create that takes over a purged batch's id starts without its segments.
+    #[tokio::test]
+    async fn a_batch_taking_over_a_purged_id_has_no_segments() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let tenant = TenantId::parse("t").unwrap();
+        let mut old = record(&tenant, 1_000_000);
+        old.batch.status = BatchStatus::InProgress;
+        let id = BatchId::parse(&old.batch.id).unwrap();
+        assert_eq!(store.create(&old, 0).await.unwrap(), CreateOutcome::Created);
+        let commit = SegmentCommit {
+            shard_start: 0,
+            start: 0,
+            segment: Segment {
+                end: 10,
+                ..Segment::default()
+            },
+            usage: Default::default(),
+            purge_at: old.purge_at,
+        };
+        assert_eq!(
+            store
+                .commit_segment(&tenant, &id, &commit, 0)
+                .await
+                .unwrap(),
+            CommitOutcome::Committed
+        );
+
+        let mut new = old.clone();
+        new.created_us = 5_000_000;
+        new.purge_at = old.purge_at + 1_000;
+        let later = old.purge_at;
+        assert_eq!(
+            store.create(&new, later).await.unwrap(),
+            CreateOutcome::Created
+        );
+
+        assert!(store
+            .segments(&tenant, &id, later)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     /// Under writes that never pause, the WAL cannot start over on its own;
