@@ -18,6 +18,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::time::Instant;
 
+use super::lease::ShardLease;
 use super::{Worker, WorkerError};
 use crate::domain::batch::Usage;
 use crate::domain::execution::{
@@ -99,6 +100,7 @@ impl Worker {
         id: &BatchId,
         shard: ByteRange,
         deadline: Option<Instant>,
+        lease: &ShardLease,
     ) -> Result<(), WorkerError> {
         let now = self.clock.now_secs();
         let Some(mut record) = self.batches.get(tenant, id, now).await? else {
@@ -125,7 +127,7 @@ impl Worker {
             }
             if out_of_time(deadline, FINISH_MARGIN) {
                 // Hand the rest back: a fresh invocation resumes at `resume`.
-                return Ok(self.queue.enqueue(&run_shard(tenant, id, shard)).await?);
+                return self.hand_back_shard(lease).await;
             }
             let Some(commit) = self
                 .run_segment(&record, &input, resume, shard.end, deadline)
@@ -133,7 +135,7 @@ impl Worker {
             else {
                 // Nothing started: cancelled, or out of time.
                 if out_of_time(deadline, FINISH_MARGIN) {
-                    return Ok(self.queue.enqueue(&run_shard(tenant, id, shard)).await?);
+                    return self.hand_back_shard(lease).await;
                 }
                 return Ok(());
             };

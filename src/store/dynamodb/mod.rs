@@ -30,6 +30,7 @@ use crate::domain::{
 
 mod files;
 mod keys;
+mod leases;
 mod quota;
 
 pub use keys::KEYS_PARTITION;
