@@ -165,11 +165,13 @@ async fn ours(upstream: UpstreamClient, args: &Args) -> Result<u64, Box<dyn std:
         files: store.clone(),
         blobs,
         queue: Arc::new(queue.clone()),
+        leases: store.clone(),
         upstream,
         clock: Arc::clone(&clock),
         reconciler: ReconcilerConfig {
             stuck_after_secs: 3600,
             interval_secs: 3600,
+            shard_lease_secs: 30,
         },
         execution,
     });

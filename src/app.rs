@@ -21,6 +21,7 @@ use crate::store::dynamodb::DynamoStore;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::files::FileStore;
 use crate::store::keys::KeyStore;
+use crate::store::leases::ShardLeases;
 use crate::store::{BatchStore, StoreError};
 use crate::upstream::{UpstreamClient, UpstreamError};
 use crate::worker::local::Ownership;
@@ -56,11 +57,20 @@ pub async fn aws_config() -> SdkConfig {
         .await
 }
 
+/// One store's ports: every adapter implements them all on one struct.
+type StorePorts = (
+    Arc<dyn BatchStore>,
+    Arc<dyn FileStore>,
+    Arc<dyn KeyStore>,
+    Arc<dyn ShardLeases>,
+);
+
 /// The storage adapters, sharing one AWS configuration loaded only if needed.
 pub struct Stores {
     pub batches: Arc<dyn BatchStore>,
     pub files: Arc<dyn FileStore>,
     pub keys: Arc<dyn KeyStore>,
+    pub leases: Arc<dyn ShardLeases>,
     pub blobs: Arc<dyn BlobStore>,
     aws: OnceCell<SdkConfig>,
 }
@@ -68,18 +78,17 @@ pub struct Stores {
 impl Stores {
     pub async fn open(config: &Config) -> Result<Self, InitError> {
         let aws = OnceCell::new();
-        let (batches, files, keys): (Arc<dyn BatchStore>, Arc<dyn FileStore>, Arc<dyn KeyStore>) =
-            match &config.storage {
-                Storage::Embedded { data_dir } => {
-                    let store = Arc::new(EmbeddedStore::open(data_dir)?.with_quotas(config.quotas));
-                    (store.clone(), store.clone(), store)
-                }
-                Storage::DynamoDb { table } => {
-                    let sdk = aws.get_or_init(aws_config).await;
-                    let store = Arc::new(DynamoStore::new(sdk, table).with_quotas(config.quotas));
-                    (store.clone(), store.clone(), store)
-                }
-            };
+        let (batches, files, keys, leases): StorePorts = match &config.storage {
+            Storage::Embedded { data_dir } => {
+                let store = Arc::new(EmbeddedStore::open(data_dir)?.with_quotas(config.quotas));
+                (store.clone(), store.clone(), store.clone(), store)
+            }
+            Storage::DynamoDb { table } => {
+                let sdk = aws.get_or_init(aws_config).await;
+                let store = Arc::new(DynamoStore::new(sdk, table).with_quotas(config.quotas));
+                (store.clone(), store.clone(), store.clone(), store)
+            }
+        };
         let blobs: Arc<dyn BlobStore> = match &config.blobs {
             BlobStorage::Local { dir } => Arc::new(LocalBlobStore::open_dir(dir)?),
             BlobStorage::S3 { bucket } => {
@@ -90,6 +99,7 @@ impl Stores {
             batches,
             files,
             keys,
+            leases,
             blobs,
             aws,
         })
@@ -176,6 +186,7 @@ pub fn worker(
         files: Arc::clone(&stores.files),
         blobs: Arc::clone(&stores.blobs),
         queue,
+        leases: Arc::clone(&stores.leases),
         upstream: UpstreamClient::new(&config.upstream)?,
         clock,
         reconciler: config.reconciler,

@@ -87,6 +87,9 @@ pub struct ReconcilerConfig {
     /// Work untouched for this long is presumed lost and re-driven.
     pub stuck_after_secs: i64,
     pub interval_secs: u64,
+    /// A running shard's lease lasts this long past its last heartbeat (three
+    /// heartbeats a lease); once it runs out, the reconciler re-enqueues the shard.
+    pub shard_lease_secs: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,6 +230,7 @@ impl Config {
         let reconciler = ReconcilerConfig {
             stuck_after_secs: number(&get, "BATCHES_STUCK_AFTER_SECS", 300, 0..=86_400)?,
             interval_secs: number(&get, "BATCHES_RECONCILE_INTERVAL_SECS", 60, 1..=86_400)?,
+            shard_lease_secs: number(&get, "BATCHES_SHARD_LEASE_SECS", 30, 3..=3_600)?,
         };
         let auth = auth(&get)?;
         let retention_days = number(&get, "BATCHES_RETENTION_DAYS", 30, 1..=36_500)?;
@@ -416,7 +420,8 @@ mod tests {
             c.reconciler,
             ReconcilerConfig {
                 stuck_after_secs: 300,
-                interval_secs: 60
+                interval_secs: 60,
+                shard_lease_secs: 30,
             }
         );
     }

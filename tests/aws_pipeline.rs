@@ -105,9 +105,10 @@ async fn given_a_batch_created_in_aws_mode_then_stream_sqs_and_worker_validate_i
     let app = TestApp::with_stores(stores, AuthConfig::Open, None);
     let worker = Worker {
         batches: store.clone(),
-        files: store,
+        files: store.clone(),
         blobs: bucket,
         queue: Arc::new(SqsQueue::new(&config, &queue_url)),
+        leases: store,
         upstream: UpstreamClient::new(&UpstreamConfig {
             base_url: "http://127.0.0.1:9/v1".into(),
             api_key: None,
@@ -117,6 +118,7 @@ async fn given_a_batch_created_in_aws_mode_then_stream_sqs_and_worker_validate_i
         reconciler: ReconcilerConfig {
             stuck_after_secs: 300,
             interval_secs: 60,
+            shard_lease_secs: 30,
         },
         execution: lambda_batches::config::Config::from_lookup(|_| None)
             .expect("default config")

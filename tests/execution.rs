@@ -27,6 +27,7 @@ use lambda_batches::files::BlobStore;
 use lambda_batches::queue::in_process::InProcessQueue;
 use lambda_batches::queue::{WorkItem, WorkQueue};
 use lambda_batches::store::embedded::EmbeddedStore;
+use lambda_batches::store::leases::{ShardKey, ShardLeases};
 use lambda_batches::upstream::{RetryPolicy, UpstreamClient};
 use lambda_batches::worker::Worker;
 use serde_json::{json, Value};
@@ -42,8 +43,12 @@ suite!(
         given_the_window_passing_mid_run_then_the_batch_expires_with_batch_expired_lines,
         given_a_key_reused_after_its_retention_then_the_new_batch_has_its_own_files_and_request_ids,
         given_lines_with_duplicate_keys_then_they_run_with_the_last_value_of_each,
+        given_a_shard_whose_worker_died_then_reconcile_re_enqueues_it_once_its_lease_runs_out_and_not_before,
     ]
 );
+
+/// The shard lease the workers of these tests run with.
+const LEASE_SECS: i64 = 30;
 
 struct Run {
     app: TestApp,
@@ -69,6 +74,14 @@ fn execution(shard_bytes: u64, segment_lines: usize) -> ExecutionConfig {
     }
 }
 
+/// One backend's stores, as the worker takes them.
+type Ports = (
+    Arc<dyn lambda_batches::store::BatchStore>,
+    Arc<dyn lambda_batches::store::files::FileStore>,
+    Arc<dyn ShardLeases>,
+    Arc<dyn BlobStore>,
+);
+
 async fn run(backend: Backend, fake: FakeConfig, execution: ExecutionConfig) -> Run {
     run_on(backend, false, fake, execution).await
 }
@@ -86,22 +99,18 @@ async fn run_on(
     let dir = tempfile::tempdir().expect("temp dir");
     let local_blobs: Arc<dyn BlobStore> =
         Arc::new(LocalBlobStore::open_dir(dir.path()).expect("blobs"));
-    let (batches, files, blobs): (
-        Arc<dyn lambda_batches::store::BatchStore>,
-        Arc<dyn lambda_batches::store::files::FileStore>,
-        Arc<dyn BlobStore>,
-    ) = match backend {
+    let (batches, files, leases, blobs): Ports = match backend {
         Backend::Embedded => {
             let store = Arc::new(if on_disk {
                 EmbeddedStore::open(&dir.path().join("data")).expect("store")
             } else {
                 EmbeddedStore::in_memory().expect("store")
             });
-            (store.clone(), store, local_blobs)
+            (store.clone(), store.clone(), store, local_blobs)
         }
         Backend::Dynalite => {
             let store = Arc::new(fresh_dynamo_store(backend).await);
-            (store.clone(), store, local_blobs)
+            (store.clone(), store.clone(), store, local_blobs)
         }
         Backend::Moto => {
             let store = Arc::new(fresh_dynamo_store(backend).await);
@@ -110,7 +119,7 @@ async fn run_on(
             } else {
                 Arc::new(fresh_bucket(backend).await)
             };
-            (store.clone(), store, blobs)
+            (store.clone(), store.clone(), store, blobs)
         }
     };
     let (queue, items) = InProcessQueue::new();
@@ -129,6 +138,7 @@ async fn run_on(
         files,
         blobs,
         queue,
+        leases,
         upstream: UpstreamClient::new(&UpstreamConfig {
             base_url: upstream.base_url(),
             api_key: None,
@@ -138,6 +148,7 @@ async fn run_on(
         reconciler: ReconcilerConfig {
             stuck_after_secs: 60,
             interval_secs: 1,
+            shard_lease_secs: LEASE_SECS,
         },
         execution,
     };
@@ -854,5 +865,84 @@ async fn given_one_line_segments_then_a_50000_line_batch_completes_on_moto() {
     assert!(
         custom_ids(&output) == expected,
         "every line once, in input order"
+    );
+}
+
+async fn given_a_shard_whose_worker_died_then_reconcile_re_enqueues_it_once_its_lease_runs_out_and_not_before(
+    backend: Backend,
+) {
+    let mut run = run(backend, FakeConfig::default(), execution(1 << 20, 4)).await;
+    // An hour: the stuck-batch path is not what takes the shard over.
+    run.worker.reconciler.stuck_after_secs = 3600;
+    let lines: Vec<String> = (0..10)
+        .map(|i| chat_line(&format!("r{i}"), json!({})))
+        .collect();
+    let id = run.create(&lines).await;
+    let validate = run.items.try_recv().expect("the validation item");
+    run.worker.handle(&validate).await.expect("validation");
+    let shard_item = run.items.try_recv().expect("the one shard");
+    assert!(run.items.try_recv().is_err(), "one shard only");
+    let WorkItem::RunShard {
+        tenant,
+        batch_id,
+        start,
+        end,
+    } = &shard_item
+    else {
+        panic!("not a shard: {shard_item:?}")
+    };
+    let key = ShardKey {
+        tenant: tenant.clone(),
+        batch: lambda_batches::domain::BatchId::parse(batch_id).expect("batch id"),
+        shard: lambda_batches::domain::execution::ByteRange {
+            start: *start,
+            end: *end,
+        },
+    };
+
+    // A worker took the shard and died: its lease stays, its heartbeats stop.
+    let taken_at = run.app.clock.now_secs();
+    run.worker
+        .leases
+        .acquire(&key, "worker-that-died", taken_at, LEASE_SECS)
+        .await
+        .expect("lease");
+    // Meanwhile the shard looks taken: a second delivery is dropped.
+    run.worker.handle(&shard_item).await.expect("dropped");
+    assert_eq!(run.batch(&id).await["request_counts"]["completed"], 0);
+
+    run.app.clock.advance_ms((LEASE_SECS - 1) * 1000);
+    assert_eq!(run.worker.reconcile().await.expect("reconcile"), 0);
+    assert!(
+        run.items.try_recv().is_err(),
+        "re-enqueued before the lease ran out"
+    );
+
+    run.app.clock.advance_ms(1000);
+    assert_eq!(run.worker.reconcile().await.expect("reconcile"), 1);
+    assert_eq!(run.items.try_recv().ok(), Some(shard_item.clone()));
+    assert_eq!(
+        run.worker.reconcile().await.expect("reconcile"),
+        0,
+        "taken over once"
+    );
+    assert!(run.items.try_recv().is_err());
+
+    run.worker.handle(&shard_item).await.expect("the shard");
+    run.drain(1).await;
+
+    let batch = run.batch(&id).await;
+    assert_eq!(batch["status"], "completed", "{batch}");
+    let output = run.lines(&batch["output_file_id"]).await;
+    let expected: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+    assert_eq!(custom_ids(&output), expected);
+    assert!(
+        run.worker
+            .leases
+            .expired(i64::MAX, 10)
+            .await
+            .expect("leases")
+            .is_empty(),
+        "the finished run released its lease"
     );
 }

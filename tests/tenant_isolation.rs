@@ -252,6 +252,8 @@ async fn given_tenant_a_input_file_then_a_batch_of_tenant_b_cannot_use_it(backen
         files: Arc::clone(&app.files),
         blobs: Arc::clone(&app.blobs),
         queue: Arc::new(queue),
+        // Validation only: no shard runs, so no lease is taken.
+        leases: Arc::new(lambda_batches::store::embedded::EmbeddedStore::in_memory().unwrap()),
         // Never reached: the model check is skipped.
         upstream: UpstreamClient::new(&UpstreamConfig {
             base_url: "http://127.0.0.1:9/v1".into(),
@@ -262,6 +264,7 @@ async fn given_tenant_a_input_file_then_a_batch_of_tenant_b_cannot_use_it(backen
         reconciler: ReconcilerConfig {
             stuck_after_secs: 60,
             interval_secs: 1,
+            shard_lease_secs: 30,
         },
         execution: lambda_batches::config::Config::from_lookup(|_| None)
             .unwrap()

@@ -19,6 +19,7 @@ use lambda_batches::queue::in_process::InProcessQueue;
 use lambda_batches::queue::{WorkItem, WorkQueue};
 use lambda_batches::store::embedded::EmbeddedStore;
 use lambda_batches::store::files::FileRecord;
+use lambda_batches::store::leases::ShardLeases;
 use lambda_batches::upstream::UpstreamClient;
 use lambda_batches::worker::Worker;
 use serde_json::{json, Value};
@@ -72,37 +73,53 @@ async fn stage_with(backend: Backend, upstream: UpstreamConfig) -> Stage {
 
 async fn stage_with_quotas(backend: Backend, upstream: UpstreamConfig, quotas: Quotas) -> Stage {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (batches, files, blobs, target, requests) = match backend {
-        Backend::Embedded | Backend::Dynalite => {
-            let local: Arc<dyn BlobStore> =
-                Arc::new(LocalBlobStore::open_dir(dir.path()).expect("blob dir"));
-            let target = BlobTarget::Dir(dir.path().to_path_buf());
-            if backend == Backend::Embedded {
-                let store = Arc::new(
-                    EmbeddedStore::in_memory()
-                        .expect("store")
-                        .with_quotas(quotas),
-                );
-                (store.clone() as _, store as _, local, target, None)
-            } else {
-                let store = Arc::new(fresh_dynamo_store(backend).await.with_quotas(quotas));
-                let requests = Some(store.requests().clone());
-                (store.clone() as _, store as _, local, target, requests)
+    let (batches, files, leases, blobs, target, requests): (_, _, Arc<dyn ShardLeases>, _, _, _) =
+        match backend {
+            Backend::Embedded | Backend::Dynalite => {
+                let local: Arc<dyn BlobStore> =
+                    Arc::new(LocalBlobStore::open_dir(dir.path()).expect("blob dir"));
+                let target = BlobTarget::Dir(dir.path().to_path_buf());
+                if backend == Backend::Embedded {
+                    let store = Arc::new(
+                        EmbeddedStore::in_memory()
+                            .expect("store")
+                            .with_quotas(quotas),
+                    );
+                    (
+                        store.clone() as _,
+                        store.clone() as _,
+                        store as _,
+                        local,
+                        target,
+                        None,
+                    )
+                } else {
+                    let store = Arc::new(fresh_dynamo_store(backend).await.with_quotas(quotas));
+                    let requests = Some(store.requests().clone());
+                    (
+                        store.clone() as _,
+                        store.clone() as _,
+                        store as _,
+                        local,
+                        target,
+                        requests,
+                    )
+                }
             }
-        }
-        Backend::Moto => {
-            let store = Arc::new(fresh_dynamo_store(backend).await.with_quotas(quotas));
-            let bucket = fresh_bucket(backend).await;
-            let requests = Some(store.requests().clone());
-            (
-                store.clone() as _,
-                store as _,
-                Arc::new(bucket.clone()) as Arc<dyn BlobStore>,
-                BlobTarget::S3(bucket),
-                requests,
-            )
-        }
-    };
+            Backend::Moto => {
+                let store = Arc::new(fresh_dynamo_store(backend).await.with_quotas(quotas));
+                let bucket = fresh_bucket(backend).await;
+                let requests = Some(store.requests().clone());
+                (
+                    store.clone() as _,
+                    store.clone() as _,
+                    store as _,
+                    Arc::new(bucket.clone()) as Arc<dyn BlobStore>,
+                    BlobTarget::S3(bucket),
+                    requests,
+                )
+            }
+        };
     let (queue, items) = InProcessQueue::new();
     let queue: Arc<dyn WorkQueue> = Arc::new(queue);
     let stores = TestStores {
@@ -120,11 +137,13 @@ async fn stage_with_quotas(backend: Backend, upstream: UpstreamConfig, quotas: Q
         files,
         blobs,
         queue,
+        leases,
         upstream: UpstreamClient::new(&upstream).expect("client"),
         clock: Arc::clone(&clock) as Arc<dyn Clock>,
         reconciler: ReconcilerConfig {
             stuck_after_secs: 60,
             interval_secs: 1,
+            shard_lease_secs: 30,
         },
         execution: lambda_batches::config::Config::from_lookup(|_| None)
             .expect("default config")

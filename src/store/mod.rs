@@ -9,6 +9,7 @@ pub mod dynamodb;
 pub mod embedded;
 pub mod files;
 pub mod keys;
+pub mod leases;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -17,6 +17,7 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::time::Instant;
 
+use super::lease::ShardLease;
 use super::{Worker, WorkerError};
 use crate::domain::batch::Usage;
 use crate::domain::execution::{
@@ -93,6 +94,7 @@ impl Worker {
         id: &BatchId,
         shard: ByteRange,
         deadline: Option<Instant>,
+        lease: &ShardLease,
     ) -> Result<(), WorkerError> {
         let now = self.clock.now_secs();
         let Some(mut record) = self.batches.get(tenant, id, now).await? else {
@@ -125,7 +127,7 @@ impl Worker {
             }
             if out_of_time(deadline, FINISH_MARGIN) {
                 // Hand the rest back: a fresh invocation resumes at `at`.
-                return Ok(self.queue.enqueue(&run_shard(tenant, id, shard)).await?);
+                return self.hand_back_shard(lease).await;
             }
             if stop.load(Ordering::Relaxed) {
                 // Cancelled (or moved on) meanwhile: start no further segment.
@@ -137,7 +139,7 @@ impl Worker {
             else {
                 // Nothing started: cancelled, or out of time.
                 if out_of_time(deadline, FINISH_MARGIN) {
-                    return Ok(self.queue.enqueue(&run_shard(tenant, id, shard)).await?);
+                    return self.hand_back_shard(lease).await;
                 }
                 return Ok(());
             };

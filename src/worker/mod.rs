@@ -7,6 +7,7 @@
 
 mod execute;
 pub mod lambda;
+mod lease;
 pub mod local;
 pub mod metrics;
 mod validate;
@@ -22,6 +23,7 @@ use crate::domain::{BatchId, BatchStatus};
 use crate::files::{BlobError, BlobStore};
 use crate::queue::{QueueError, WorkItem, WorkQueue};
 use crate::store::files::FileStore;
+use crate::store::leases::ShardLeases;
 use crate::store::{BatchStore, StoreError};
 use crate::upstream::UpstreamClient;
 
@@ -44,6 +46,9 @@ pub struct Worker {
     pub files: Arc<dyn FileStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn WorkQueue>,
+    /// Who runs which shard now (`lease`): with several workers, a dead one's
+    /// shard is taken over once its lease runs out.
+    pub leases: Arc<dyn ShardLeases>,
     pub upstream: UpstreamClient,
     pub clock: Arc<dyn Clock>,
     pub reconciler: ReconcilerConfig,
@@ -94,7 +99,7 @@ impl Worker {
                     start: *start,
                     end: *end,
                 };
-                self.run_shard(tenant, &parse_id(batch_id)?, shard, deadline)
+                self.run_leased_shard(tenant, &parse_id(batch_id)?, shard, deadline)
                     .await
             }
             WorkItem::Finalize { tenant, batch_id } => {
@@ -103,13 +108,15 @@ impl Worker {
         }
     }
 
-    /// Re-enqueues batches whose status has not moved for `stuck_after_secs`:
+    /// Re-enqueues shards whose lease ran out (a worker died while running
+    /// them), and batches whose status has not moved for `stuck_after_secs`:
     /// the start of work lost between a create and its announcement, a crashed
     /// worker, or an expired message. Returns how many it re-drove.
     pub async fn reconcile(&self) -> Result<usize, WorkerError> {
         let now = self.clock.now_secs();
+        let shards = self.take_over_leases(now, RECONCILE_PAGE, true).await?;
         let before = now - self.reconciler.stuck_after_secs;
-        let redriven = self.redrive_pending(before, now, RECONCILE_PAGE).await?;
+        let redriven = shards + self.redrive_pending(before, now, RECONCILE_PAGE).await?;
         let freed = self.batches.repair_quotas(before, now).await?;
         if freed > 0 {
             tracing::info!(freed, "reconciler gave back leaked quota");
@@ -123,6 +130,9 @@ impl Worker {
     /// nobody runs any of them. Returns how many it re-drove.
     pub async fn resume_unfinished(&self) -> Result<usize, WorkerError> {
         let now = self.clock.now_secs();
+        // Every lease is a dead process's: hand them all to the queue, so the
+        // shards re-driven below are taken at once, not after their leases.
+        self.take_over_leases(i64::MAX, usize::MAX, false).await?;
         // Up to and including this second: the process before this one may
         // have claimed a batch in it. One pass over them all, since a claim
         // leaves a batch pending, just since `now`.

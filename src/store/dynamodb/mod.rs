@@ -32,6 +32,7 @@ use crate::domain::{
 
 mod files;
 mod keys;
+mod leases;
 mod listing;
 mod quota;
 mod segments;

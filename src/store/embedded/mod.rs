@@ -20,6 +20,7 @@ use crate::domain::{BatchId, BatchStatus, QuotaExceeded, Quotas, TenantId, Trans
 
 mod files;
 mod keys;
+mod leases;
 
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -268,6 +269,7 @@ impl EmbeddedStore {
         }
         files::init(&conn)?;
         keys::init(&conn)?;
+        leases::init(&conn)?;
         let checkpointer = match file {
             Some((path, wal_limit_frames)) => {
                 let checkpoints = Connection::open(path)?;

@@ -1,0 +1,160 @@
+//! Shard leases around a shard's run (`store::leases`): a worker takes the
+//! shard's lease before running it, renews it with heartbeats while it runs,
+//! and releases it when the run ends; the reconciler re-enqueues shards whose
+//! lease ran out, so a dead worker's shard is taken over within about a lease.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Worker, WorkerError};
+use crate::api::error::ErrorChain;
+use crate::domain::execution::ByteRange;
+use crate::domain::{BatchId, TenantId};
+use crate::queue::WorkItem;
+use crate::store::leases::{Acquired, ShardKey};
+
+/// The lease a running shard holds: the shard and this run's own owner id.
+pub(super) struct ShardLease {
+    key: ShardKey,
+    owner: String,
+}
+
+/// Stops the heartbeat when the run ends, however it ends (a dropped future
+/// included): a worker that stops running a shard stops renewing its lease.
+struct Heartbeat(tokio::task::AbortHandle);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Worker {
+    /// Runs a shard under its lease. A shard whose lease another live worker
+    /// holds is being run: the message is dropped.
+    pub(super) async fn run_leased_shard(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        shard: ByteRange,
+        deadline: Option<Instant>,
+    ) -> Result<(), WorkerError> {
+        let lease = ShardLease {
+            key: ShardKey {
+                tenant: tenant.clone(),
+                batch: id.clone(),
+                shard,
+            },
+            // One owner per run, so two deliveries of one shard in one process
+            // do not both hold it.
+            owner: uuid::Uuid::new_v4().to_string(),
+        };
+        let lease_secs = self.reconciler.shard_lease_secs;
+        let now = self.clock.now_secs();
+        if let Acquired::HeldByOther { until } = self
+            .leases
+            .acquire(&lease.key, &lease.owner, now, lease_secs)
+            .await?
+        {
+            tracing::info!(
+                until,
+                "shard leased by another worker: this delivery is dropped"
+            );
+            return Ok(());
+        }
+        let heartbeat = self.heartbeat(&lease);
+        let result = self.run_shard(tenant, id, shard, deadline, &lease).await;
+        drop(heartbeat);
+        // On an error the lease is kept: it runs out and the reconciler
+        // re-enqueues the shard, sooner than the queue would redeliver it.
+        if result.is_ok() {
+            self.leases.release(&lease.key, &lease.owner).await?;
+        }
+        result
+    }
+
+    /// Puts the rest of a shard back on the queue: the lease goes to the queue
+    /// first, so the next worker may take it at once (and if the enqueue is
+    /// lost, the lease runs out and the reconciler re-enqueues).
+    pub(super) async fn hand_back_shard(&self, lease: &ShardLease) -> Result<(), WorkerError> {
+        self.leases
+            .hand_back(
+                &lease.key,
+                &lease.owner,
+                self.clock.now_secs(),
+                self.reconciler.shard_lease_secs,
+            )
+            .await?;
+        Ok(self.queue.enqueue(&run_shard_item(&lease.key)).await?)
+    }
+
+    fn heartbeat(&self, lease: &ShardLease) -> Heartbeat {
+        let (leases, clock) = (self.leases.clone(), self.clock.clone());
+        let (key, owner) = (lease.key.clone(), lease.owner.clone());
+        let lease_secs = self.reconciler.shard_lease_secs;
+        let every = Duration::from_secs(heartbeat_secs(lease_secs));
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+            loop {
+                ticks.tick().await;
+                match leases
+                    .renew(&key, &owner, clock.now_secs(), lease_secs)
+                    .await
+                {
+                    Ok(true) => {}
+                    // Taken over after a stall: the segment commits stay exactly
+                    // once, so the run goes on; the other worker's run is a duplicate.
+                    Ok(false) => tracing::warn!("shard lease lost to another worker"),
+                    Err(error) => {
+                        tracing::warn!(error = %ErrorChain(&error), "shard lease heartbeat failed")
+                    }
+                }
+            }
+        });
+        Heartbeat(task.abort_handle())
+    }
+
+    /// Takes over leases that ran out by `expired_by` and re-enqueues their
+    /// shards (when `enqueue`). Returns how many it took over.
+    pub(super) async fn take_over_leases(
+        &self,
+        expired_by: i64,
+        limit: usize,
+        enqueue: bool,
+    ) -> Result<usize, WorkerError> {
+        let now = self.clock.now_secs();
+        let mut taken = 0;
+        for key in self.leases.expired(expired_by, limit).await? {
+            // Claim first: of two reconcilers one re-enqueues, and a lease
+            // renewed meanwhile stays with its worker.
+            if !self
+                .leases
+                .take_over(&key, expired_by, now, self.reconciler.shard_lease_secs)
+                .await?
+            {
+                continue;
+            }
+            if enqueue {
+                tracing::info!(batch_id = %key.batch, tenant = %key.tenant, start = key.shard.start, "reconciler re-drives a shard whose lease ran out");
+                self.queue.enqueue(&run_shard_item(&key)).await?;
+            }
+            taken += 1;
+        }
+        Ok(taken)
+    }
+}
+
+/// Heartbeats come three to a lease: two may be lost before it runs out.
+pub fn heartbeat_secs(lease_secs: i64) -> u64 {
+    u64::try_from(lease_secs / 3).unwrap_or(0).max(1)
+}
+
+fn run_shard_item(key: &ShardKey) -> WorkItem {
+    WorkItem::RunShard {
+        tenant: key.tenant.clone(),
+        batch_id: key.batch.to_string(),
+        start: key.shard.start,
+        end: key.shard.end,
+    }
+}
