@@ -9,6 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::domain::{Quotas, TenantId};
+use crate::upstream::RetryPolicy;
+pub use crate::upstream::UpstreamConfig;
+use crate::worker::metrics::MetricsFormat;
+pub use crate::worker::{ExecutionConfig, ReconcilerConfig};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -35,17 +39,6 @@ pub struct Config {
 /// handles one request at a time, so there it never binds.)
 pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 256;
 
-/// How batches run: shard and segment sizes, concurrency, retries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecutionConfig {
-    /// How per-batch metrics are emitted: `BATCHES_METRICS_FORMAT` = `log` or `emf`.
-    pub metrics: crate::worker::metrics::MetricsFormat,
-    pub shard_bytes: u64,
-    pub segment_lines: usize,
-    pub concurrency: usize,
-    pub retry: crate::upstream::RetryPolicy,
-}
-
 /// Lambda caps a response at 6 MB (6,291,456 bytes) *after* lambda_http has
 /// base64-encoded a binary body (4/3 larger): 4 MiB encodes to 5.6 MB, which
 /// leaves room for headers; 5 MiB would encode to 7 MB and fail.
@@ -63,33 +56,6 @@ pub enum BlobStorage {
 pub enum QueueConfig {
     InProcess,
     Sqs { queue_url: String },
-}
-
-#[derive(Clone, PartialEq, Eq)]
-pub struct UpstreamConfig {
-    /// Base URL including `/v1`, as the OpenAI SDKs take it.
-    pub base_url: String,
-    pub api_key: Option<String>,
-}
-
-// Never print the upstream key.
-impl std::fmt::Debug for UpstreamConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamConfig")
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReconcilerConfig {
-    /// Work untouched for this long is presumed lost and re-driven.
-    pub stuck_after_secs: i64,
-    pub interval_secs: u64,
-    /// A running shard's lease lasts this long past its last heartbeat (three
-    /// heartbeats a lease); once it runs out, the reconciler re-enqueues the shard.
-    pub shard_lease_secs: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,7 +166,7 @@ impl Config {
                 reason: format!("expected an http(s) URL, got {:?}", upstream.base_url),
             });
         }
-        let retry = crate::upstream::RetryPolicy {
+        let retry = RetryPolicy {
             max_attempts: number(&get, "UPSTREAM_MAX_ATTEMPTS", 6, 1..=20)?,
             attempt_timeout: std::time::Duration::from_secs(number(
                 &get,
@@ -208,11 +174,11 @@ impl Config {
                 300,
                 1..=900,
             )?),
-            ..crate::upstream::RetryPolicy::default()
+            ..RetryPolicy::default()
         };
         let metrics = match get("BATCHES_METRICS_FORMAT").as_deref().map(str::trim) {
-            None | Some("log") => crate::worker::metrics::MetricsFormat::Log,
-            Some("emf") => crate::worker::metrics::MetricsFormat::Emf,
+            None | Some("log") => MetricsFormat::Log,
+            Some("emf") => MetricsFormat::Emf,
             Some(other) => {
                 return Err(ConfigError {
                     variable: "BATCHES_METRICS_FORMAT",

@@ -1046,6 +1046,7 @@ async fn given_2000_segments_then_the_batch_record_stays_small_and_each_commit_c
                 blobs: Arc::new(LocalBlobStore::open_dir(blobs_dir.path()).expect("blobs")),
                 dynamodb_requests: None,
                 _blob_dir: Some(blobs_dir),
+                _store_dir: None,
             };
             (stores, StoredRecord::Embedded(dir))
         }

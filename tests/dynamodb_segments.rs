@@ -48,6 +48,7 @@ async fn running_batch(backend: Backend) -> Setup {
         ),
         dynamodb_requests: Some(store.requests().clone()),
         _blob_dir: Some(blobs_dir),
+        _store_dir: None,
     };
     let app = TestApp::with_stores(stores, lambda_batches::config::AuthConfig::Open, None);
     let id = BatchId::parse(&app.create(&create_body("file-1")).await.id()).expect("id");
@@ -389,6 +390,11 @@ async fn given_a_put_retried_after_its_answer_was_lost_then_the_commit_is_still_
         .expect("commit");
 
     assert_eq!(outcome, CommitOutcome::Committed);
-    let batch = store.get(tenant, id, now).await.expect("get").expect("batch").batch;
+    let batch = store
+        .get(tenant, id, now)
+        .await
+        .expect("get")
+        .expect("batch")
+        .batch;
     assert_eq!(batch.request_counts.completed, 3);
 }

@@ -58,6 +58,7 @@ async fn leases(backend: Backend) -> Leases {
             blobs,
             dynamodb_requests: None,
             _blob_dir: None,
+            _store_dir: None,
         },
         _dir: dir,
     }

@@ -153,6 +153,7 @@ mod upgrade {
             ),
             dynamodb_requests: None,
             _blob_dir: Some(dir),
+            _store_dir: None,
         };
         let app = TestApp::with_stores(stores, AuthConfig::Open, None);
         (app, DynamoStore::new(&config, table))

@@ -108,7 +108,7 @@ pub async fn create(
 async fn announce(state: &AppState, item: WorkItem) {
     if let Some(queue) = &state.work {
         if let Err(error) = queue.enqueue(&item).await {
-            tracing::warn!(error = %super::error::ErrorChain(&error), ?item, "could not announce work; the reconciler will pick it up");
+            tracing::warn!(error = %crate::telemetry::ErrorChain(&error), ?item, "could not announce work; the reconciler will pick it up");
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::domain::upload::UploadStatus;
 use crate::domain::{BatchStatus, QuotaExceeded, ValidationError};
 use crate::files::BlobError;
 use crate::store::StoreError;
+use crate::telemetry::ErrorChain;
 
 /// A quota frees up only as batches finish, which takes minutes: a client
 /// retrying sooner would only be refused again.
@@ -187,20 +188,5 @@ impl IntoResponse for ApiError {
                 .insert("retry-after", HeaderValue::from(secs));
         }
         response
-    }
-}
-
-/// Renders an error with its whole source chain on one line.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }

@@ -217,7 +217,7 @@ pub(super) async fn store_file_record(
 ) -> Result<(), ApiError> {
     if let Err(error) = state.files.create_file(record).await {
         if let Err(cleanup) = state.blobs.delete(&record.blob_key).await {
-            tracing::warn!(key = %record.blob_key, error = %super::error::ErrorChain(&cleanup), "could not remove the bytes of an unrecorded file");
+            tracing::warn!(key = %record.blob_key, error = %crate::telemetry::ErrorChain(&cleanup), "could not remove the bytes of an unrecorded file");
         }
         return Err(error.into());
     }
@@ -390,7 +390,7 @@ pub async fn delete(
     // The record is gone, so the file is gone for every reader: a failure to
     // delete the bytes leaves only an unreachable object, not a client error.
     if let Err(error) = state.blobs.delete(&record.blob_key).await {
-        tracing::warn!(key = %record.blob_key, error = %super::error::ErrorChain(&error), "could not delete the bytes of a deleted file");
+        tracing::warn!(key = %record.blob_key, error = %crate::telemetry::ErrorChain(&error), "could not delete the bytes of a deleted file");
     }
     tracing::info!(file_id = %id, %tenant, "file deleted");
     Ok(Json(Deleted {

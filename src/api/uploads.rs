@@ -358,7 +358,7 @@ pub async fn cancel(
 async fn remove_parts(state: &AppState, tenant: &TenantId, id: &UploadId) {
     let prefix = upload_prefix(tenant, id);
     if let Err(error) = state.blobs.delete_prefix(&prefix).await {
-        tracing::warn!(%prefix, error = %super::error::ErrorChain(&error), "could not remove upload parts");
+        tracing::warn!(%prefix, error = %crate::telemetry::ErrorChain(&error), "could not remove upload parts");
     }
 }
 
@@ -367,10 +367,10 @@ async fn discard_file(state: &AppState, record: &FileRecord) {
     let id = FileId::parse(&record.file.id);
     if let Some(id) = id {
         if let Err(error) = state.files.delete_file(&record.tenant, &id, now).await {
-            tracing::warn!(file_id = %record.file.id, error = %super::error::ErrorChain(&error), "could not remove the record of a discarded file");
+            tracing::warn!(file_id = %record.file.id, error = %crate::telemetry::ErrorChain(&error), "could not remove the record of a discarded file");
         }
     }
     if let Err(error) = state.blobs.delete(&record.blob_key).await {
-        tracing::warn!(key = %record.blob_key, error = %super::error::ErrorChain(&error), "could not remove the bytes of a discarded file");
+        tracing::warn!(key = %record.blob_key, error = %crate::telemetry::ErrorChain(&error), "could not remove the bytes of a discarded file");
     }
 }

@@ -122,17 +122,10 @@ impl LatencyHistogram {
 pub type Segments = BTreeMap<u64, Segment>;
 
 /// Where work on `shard` must resume: the first offset its chain of committed
-/// segments does not cover, or `None` when the shard is done.
-pub fn resume_point(segments: &Segments, shard: ByteRange) -> Option<u64> {
-    resume_point_of(segments.iter().map(|(start, s)| (*start, s.end)), shard)
-}
-
-/// [`resume_point`] over `(start, end)` pairs in start order, as a store
-/// reads them without the rest of each segment.
-pub fn resume_point_of(
-    ends: impl IntoIterator<Item = (u64, u64)>,
-    shard: ByteRange,
-) -> Option<u64> {
+/// segments does not cover, or `None` when the shard is done. Takes the
+/// segments' `(start, end)` pairs in start order, as a store reads them
+/// without the rest of each segment.
+pub fn resume_point(ends: impl IntoIterator<Item = (u64, u64)>, shard: ByteRange) -> Option<u64> {
     let mut at = shard.start;
     for (start, end) in ends {
         if at >= shard.end || start > at {
@@ -296,6 +289,10 @@ mod tests {
         }
     }
 
+    fn ends_of(segments: &Segments) -> Vec<(u64, u64)> {
+        segments.iter().map(|(start, s)| (*start, s.end)).collect()
+    }
+
     #[test]
     fn a_shard_resumes_after_its_committed_chain() {
         let shard = ByteRange {
@@ -303,14 +300,14 @@ mod tests {
             end: 200,
         };
         let mut segments = Segments::new();
-        assert_eq!(resume_point(&segments, shard), Some(100));
+        assert_eq!(resume_point(ends_of(&segments), shard), Some(100));
         segments.insert(100, segment(130));
-        assert_eq!(resume_point(&segments, shard), Some(130));
+        assert_eq!(resume_point(ends_of(&segments), shard), Some(130));
         segments.insert(130, segment(210)); // the last line runs past the shard end
-        assert_eq!(resume_point(&segments, shard), None);
+        assert_eq!(resume_point(ends_of(&segments), shard), None);
         segments.insert(0, segment(100));
         assert_eq!(
-            resume_point(&segments, shard),
+            resume_point(ends_of(&segments), shard),
             None,
             "other shards do not matter"
         );
@@ -331,7 +328,7 @@ mod tests {
         );
         let ends = segments.iter().map(|(s, seg)| (*s, seg.end));
         assert_eq!(
-            resume_point_of(ends, ByteRange { start: 10, end: 60 }),
+            resume_point(ends, ByteRange { start: 10, end: 60 }),
             Some(50)
         );
     }

@@ -343,7 +343,7 @@ async fn abort_multipart(client: Client, bucket: String, key: String, upload_id:
         .await
     {
         let error = aws_sdk_s3::Error::from(error);
-        tracing::warn!(%key, error = %crate::api::error::ErrorChain(&error), "could not abort a multipart upload");
+        tracing::warn!(%key, error = %crate::telemetry::ErrorChain(&error), "could not abort a multipart upload");
     }
 }
 

@@ -23,14 +23,29 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::UpstreamConfig;
-
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream request failed")]
     Transport(#[from] reqwest::Error),
     #[error("upstream answered {status}")]
     Status { status: u16 },
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// Base URL including `/v1`, as the OpenAI SDKs take it.
+    pub base_url: String,
+    pub api_key: Option<String>,
+}
+
+// Never print the upstream key.
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug)]

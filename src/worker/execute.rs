@@ -21,7 +21,7 @@ use super::lease::ShardLease;
 use super::{Worker, WorkerError};
 use crate::domain::batch::Usage;
 use crate::domain::execution::{
-    gaps, resume_point, shards, ByteRange, LatencyHistogram, ResultFile, Segment, Segments,
+    gaps, shards, ByteRange, LatencyHistogram, ResultFile, Segment, Segments,
 };
 use crate::domain::request_line::{parse_request, LineError};
 use crate::domain::{
@@ -512,7 +512,7 @@ impl Worker {
             .flatten()
         {
             if let Err(error) = self.blobs.delete(part).await {
-                tracing::warn!(part, error = %crate::api::error::ErrorChain(&error), "could not delete an unused part");
+                tracing::warn!(part, error = %crate::telemetry::ErrorChain(&error), "could not delete an unused part");
             }
         }
     }
@@ -522,7 +522,7 @@ impl Worker {
     async fn delete_parts(&self, tenant: &TenantId, id: &BatchId) {
         let prefix = format!("batches/{tenant}/{id}/parts/");
         if let Err(error) = self.blobs.delete_prefix(&prefix).await {
-            tracing::warn!(batch_id = %id, error = %crate::api::error::ErrorChain(&error), "could not delete result parts");
+            tracing::warn!(batch_id = %id, error = %crate::telemetry::ErrorChain(&error), "could not delete result parts");
         }
     }
 

@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{Worker, WorkerError};
-use crate::api::error::ErrorChain;
 use crate::domain::{BatchStatus, TenantId};
 use crate::queue::WorkItem;
+use crate::telemetry::ErrorChain;
 
 /// Answers one invocation; the result is the Lambda response.
 pub async fn handle_event(worker: &Worker, event: Value) -> Result<Value, WorkerError> {

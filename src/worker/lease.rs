@@ -8,11 +8,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Worker, WorkerError};
-use crate::api::error::ErrorChain;
 use crate::domain::execution::ByteRange;
 use crate::domain::{BatchId, TenantId};
 use crate::queue::WorkItem;
 use crate::store::leases::{Acquired, ShardKey};
+use crate::telemetry::ErrorChain;
 
 /// The lease a running shard holds: the shard and this run's own owner id.
 pub(super) struct ShardLease {

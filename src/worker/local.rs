@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::Worker;
-use crate::api::error::ErrorChain;
 use crate::queue::WorkItem;
+use crate::telemetry::ErrorChain;
 
 /// Batches validated at once by one local process.
 const CONCURRENCY: usize = 4;

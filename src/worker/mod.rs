@@ -17,7 +17,6 @@ pub use validate::validate_stream;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::config::{ExecutionConfig, ReconcilerConfig};
 use crate::domain::execution::ByteRange;
 use crate::domain::{BatchId, BatchStatus};
 use crate::files::{BlobError, BlobStore};
@@ -25,7 +24,7 @@ use crate::queue::{QueueError, WorkItem, WorkQueue};
 use crate::store::files::FileStore;
 use crate::store::leases::ShardLeases;
 use crate::store::{BatchStore, StoreError};
-use crate::upstream::UpstreamClient;
+use crate::upstream::{RetryPolicy, UpstreamClient};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -39,6 +38,27 @@ pub enum WorkerError {
     Read(#[from] std::io::Error),
     #[error("work item names an invalid batch id {0:?}")]
     BadBatchId(String),
+}
+
+/// How batches run: shard and segment sizes, concurrency, retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionConfig {
+    /// How per-batch metrics are emitted: `BATCHES_METRICS_FORMAT` = `log` or `emf`.
+    pub metrics: metrics::MetricsFormat,
+    pub shard_bytes: u64,
+    pub segment_lines: usize,
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcilerConfig {
+    /// Work untouched for this long is presumed lost and re-driven.
+    pub stuck_after_secs: i64,
+    pub interval_secs: u64,
+    /// A running shard's lease lasts this long past its last heartbeat (three
+    /// heartbeats a lease); once it runs out, the reconciler re-enqueues the shard.
+    pub shard_lease_secs: i64,
 }
 
 pub struct Worker {

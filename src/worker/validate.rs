@@ -81,7 +81,7 @@ impl Worker {
         let known_models = match self.upstream.model_ids().await {
             Ok(models) => Some(models),
             Err(error) => {
-                tracing::warn!(batch_id = %id, error = %crate::api::error::ErrorChain(&error), "upstream model list unavailable; skipping the model check");
+                tracing::warn!(batch_id = %id, error = %crate::telemetry::ErrorChain(&error), "upstream model list unavailable; skipping the model check");
                 None
             }
         };

@@ -24,7 +24,7 @@ use super::{
     StoreError, StuckBatch, TransitionOutcome,
 };
 use crate::domain::batch::BatchErrors;
-use crate::domain::execution::{ByteRange, Segment, Segments};
+use crate::domain::execution::{ByteRange, Segments};
 use crate::domain::{
     Batch, BatchId, BatchStatus, Fingerprint, OutputExpiresAfter, QuotaExceeded, Quotas, TenantId,
     Transition,

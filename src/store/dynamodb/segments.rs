@@ -114,7 +114,7 @@ fn resume_points(item: &Item) -> Result<Vec<(u64, u64)>, StoreError> {
 /// Where `shard_start`'s chain ends: its `resume_points` entry or, for a
 /// batch started before segments had items of their own, the end of its
 /// chain among the segments its item holds.
-fn resume_point_of(item: &Item, shard_start: u64) -> Result<u64, StoreError> {
+fn resume_point(item: &Item, shard_start: u64) -> Result<u64, StoreError> {
     if let Some((_, end)) = resume_points(item)?
         .into_iter()
         .find(|(start, _)| *start == shard_start)
@@ -231,7 +231,7 @@ impl DynamoStore {
         else {
             return Ok(None);
         };
-        let at = resume_point_of(&item, shard.start)?;
+        let at = resume_point(&item, shard.start)?;
         Ok((at < shard.end).then_some(at))
     }
 
@@ -478,7 +478,7 @@ impl DynamoStore {
             };
             // The chain went past this start: the winner counts (finished by
             // another attempt that lost the put).
-            if resume_point_of(&batch, commit.shard_start)? > commit.start {
+            if resume_point(&batch, commit.shard_start)? > commit.start {
                 // Unless an earlier version's segment holds this start.
                 if legacy_segments(&batch)?.contains_key(&commit.start) {
                     return Ok(CommitOutcome::AlreadyCommitted);

@@ -15,7 +15,7 @@ use super::{
     BatchRecord, BatchStore, CommitOutcome, CreateOutcome, ListOutcome, RunState, SegmentCommit,
     StoreError, StuckBatch, TransitionOutcome,
 };
-use crate::domain::execution::{resume_point_of, ByteRange, Segment, Segments};
+use crate::domain::execution::{resume_point, ByteRange, Segment, Segments};
 use crate::domain::{BatchId, BatchStatus, QuotaExceeded, Quotas, TenantId, Transition};
 
 mod files;
@@ -755,7 +755,7 @@ impl BatchStore for EmbeddedStore {
                 let (start, end) = row?;
                 ends.push((from_sql(start)?, from_sql(end)?));
             }
-            Ok(resume_point_of(ends, shard))
+            Ok(resume_point(ends, shard))
         })
         .await
     }
