@@ -162,6 +162,9 @@ async fn ours(upstream: UpstreamClient, args: &Args) -> Result<u64, Box<dyn std:
     let (queue, mut items) = InProcessQueue::new();
     let worker = Arc::new(Worker {
         batches: store.clone(),
+        ledger: store.clone(),
+        pending: store.clone(),
+        quotas: store.clone(),
         files: store.clone(),
         blobs,
         queue: Arc::new(queue.clone()),

@@ -22,7 +22,7 @@ use crate::store::embedded::EmbeddedStore;
 use crate::store::files::FileStore;
 use crate::store::keys::KeyStore;
 use crate::store::leases::ShardLeases;
-use crate::store::{BatchStore, StoreError};
+use crate::store::{BatchStore, ExecutionLedger, PendingBatches, QuotaLedger, StoreError};
 use crate::upstream::{UpstreamClient, UpstreamError};
 use crate::worker::local::Ownership;
 use crate::worker::Worker;
@@ -57,17 +57,13 @@ pub async fn aws_config() -> SdkConfig {
         .await
 }
 
-/// One store's ports: every adapter implements them all on one struct.
-type StorePorts = (
-    Arc<dyn BatchStore>,
-    Arc<dyn FileStore>,
-    Arc<dyn KeyStore>,
-    Arc<dyn ShardLeases>,
-);
-
 /// The storage adapters, sharing one AWS configuration loaded only if needed.
+/// One adapter struct implements every port but the blobs'.
 pub struct Stores {
     pub batches: Arc<dyn BatchStore>,
+    pub ledger: Arc<dyn ExecutionLedger>,
+    pub pending: Arc<dyn PendingBatches>,
+    pub quotas: Arc<dyn QuotaLedger>,
     pub files: Arc<dyn FileStore>,
     pub keys: Arc<dyn KeyStore>,
     pub leases: Arc<dyn ShardLeases>,
@@ -78,31 +74,47 @@ pub struct Stores {
 impl Stores {
     pub async fn open(config: &Config) -> Result<Self, InitError> {
         let aws = OnceCell::new();
-        let (batches, files, keys, leases): StorePorts = match &config.storage {
-            Storage::Embedded { data_dir } => {
-                let store = Arc::new(EmbeddedStore::open(data_dir)?.with_quotas(config.quotas));
-                (store.clone(), store.clone(), store.clone(), store)
-            }
-            Storage::DynamoDb { table } => {
-                let sdk = aws.get_or_init(aws_config).await;
-                let store = Arc::new(DynamoStore::new(sdk, table).with_quotas(config.quotas));
-                (store.clone(), store.clone(), store.clone(), store)
-            }
-        };
         let blobs: Arc<dyn BlobStore> = match &config.blobs {
             BlobStorage::Local { dir } => Arc::new(LocalBlobStore::open_dir(dir)?),
             BlobStorage::S3 { bucket } => {
                 Arc::new(S3BlobStore::new(aws.get_or_init(aws_config).await, bucket))
             }
         };
-        Ok(Self {
-            batches,
-            files,
-            keys,
-            leases,
+        Ok(match &config.storage {
+            Storage::Embedded { data_dir } => {
+                let store = EmbeddedStore::open(data_dir)?.with_quotas(config.quotas);
+                Self::of(Arc::new(store), blobs, aws)
+            }
+            Storage::DynamoDb { table } => {
+                let sdk = aws.get_or_init(aws_config).await;
+                let store = DynamoStore::new(sdk, table).with_quotas(config.quotas);
+                Self::of(Arc::new(store), blobs, aws)
+            }
+        })
+    }
+
+    fn of<S>(store: Arc<S>, blobs: Arc<dyn BlobStore>, aws: OnceCell<SdkConfig>) -> Self
+    where
+        S: BatchStore
+            + ExecutionLedger
+            + PendingBatches
+            + QuotaLedger
+            + FileStore
+            + KeyStore
+            + ShardLeases
+            + 'static,
+    {
+        Self {
+            batches: store.clone(),
+            ledger: store.clone(),
+            pending: store.clone(),
+            quotas: store.clone(),
+            files: store.clone(),
+            keys: store.clone(),
+            leases: store,
             blobs,
             aws,
-        })
+        }
     }
 
     async fn aws(&self) -> &SdkConfig {
@@ -183,6 +195,9 @@ pub fn worker(
 ) -> Result<Worker, InitError> {
     Ok(Worker {
         batches: Arc::clone(&stores.batches),
+        ledger: Arc::clone(&stores.ledger),
+        pending: Arc::clone(&stores.pending),
+        quotas: Arc::clone(&stores.quotas),
         files: Arc::clone(&stores.files),
         blobs: Arc::clone(&stores.blobs),
         queue,

@@ -105,6 +105,9 @@ async fn given_a_batch_created_in_aws_mode_then_stream_sqs_and_worker_validate_i
     let app = TestApp::with_stores(stores, AuthConfig::Open, None);
     let worker = Worker {
         batches: store.clone(),
+        ledger: store.clone(),
+        pending: store.clone(),
+        quotas: store.clone(),
         files: store.clone(),
         blobs: bucket,
         queue: Arc::new(SqsQueue::new(&config, &queue_url)),

@@ -76,7 +76,7 @@ fn execution(shard_bytes: u64, segment_lines: usize) -> ExecutionConfig {
 
 /// One backend's stores, as the worker takes them.
 type Ports = (
-    Arc<dyn lambda_batches::store::BatchStore>,
+    Arc<dyn common::BatchPorts>,
     Arc<dyn lambda_batches::store::files::FileStore>,
     Arc<dyn ShardLeases>,
     Arc<dyn BlobStore>,
@@ -134,7 +134,10 @@ async fn run_on(
     };
     let app = TestApp::with_stores(stores, AuthConfig::Open, Some(Arc::clone(&queue)));
     let worker = Worker {
-        batches,
+        batches: batches.clone(),
+        ledger: batches.clone(),
+        pending: batches.clone(),
+        quotas: batches,
         files,
         blobs,
         queue,

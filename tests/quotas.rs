@@ -73,7 +73,7 @@ fn tenants() -> AuthConfig {
 async fn stores(backend: Backend, quotas: Quotas) -> (TestStores, Arc<dyn BatchStore>) {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let blobs = Arc::new(LocalBlobStore::open_dir(dir.path()).unwrap());
-    let (with, without): (Arc<dyn BatchStore>, Arc<dyn BatchStore>) = match backend {
+    let (with, without): (Arc<dyn common::BatchPorts>, Arc<dyn BatchStore>) = match backend {
         Backend::Embedded => {
             let store = EmbeddedStore::in_memory().unwrap();
             (Arc::new(store.clone().with_quotas(quotas)), Arc::new(store))

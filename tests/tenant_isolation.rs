@@ -248,7 +248,10 @@ async fn given_tenant_a_input_file_then_a_batch_of_tenant_b_cannot_use_it(backen
     // Kept open: validation announces the shards of a batch it starts.
     let (queue, _items) = InProcessQueue::new();
     let worker = Worker {
-        batches: Arc::clone(&app.store),
+        batches: app.store.clone(),
+        ledger: app.store.clone(),
+        pending: app.store.clone(),
+        quotas: app.store.clone(),
         files: Arc::clone(&app.files),
         blobs: Arc::clone(&app.blobs),
         queue: Arc::new(queue),

@@ -133,7 +133,10 @@ async fn stage_with_quotas(backend: Backend, upstream: UpstreamConfig, quotas: Q
     let app = TestApp::with_stores(stores, AuthConfig::Open, Some(Arc::clone(&queue)));
     let clock = Arc::clone(&app.clock);
     let worker = Worker {
-        batches,
+        batches: batches.clone(),
+        ledger: batches.clone(),
+        pending: batches.clone(),
+        quotas: batches,
         files,
         blobs,
         queue,

@@ -1,9 +1,11 @@
-//! The `BatchStore` port and its adapters.
+//! The ports of the store that holds batches, and their adapters.
 //!
-//! The port is deliberately small: one atomic create, one read, one page of a
-//! listing, one conditional status change. Every adapter implements each with
-//! the fewest round trips its backend allows, and one conformance suite
-//! (`tests/batch_conformance.rs`) runs against all of them.
+//! One port per concern: `BatchStore` (one atomic create, one read, one page
+//! of a listing, one conditional status change), `ExecutionLedger` (segments
+//! of running batches), `PendingBatches` (what the reconciler looks for) and
+//! `QuotaLedger` (per-tenant quotas). Each adapter implements every port with
+//! the fewest round trips its backend allows, and the conformance suites
+//! (`tests/batch_conformance.rs`) run against all of them.
 
 pub mod dynamodb;
 pub mod embedded;
@@ -235,7 +237,12 @@ pub trait BatchStore: Send + Sync {
         transition: Transition,
         now_secs: i64,
     ) -> Result<TransitionOutcome, StoreError>;
+}
 
+/// The execution ledger: which parts of a running batch are done. Each
+/// committed segment is a record of its own beside the batch.
+#[async_trait]
+pub trait ExecutionLedger: Send + Sync {
     /// Commits one segment's results, unless its start is already committed or
     /// the batch takes no more results. Its cost does not depend on how many
     /// segments the batch already has.
@@ -282,7 +289,11 @@ pub trait BatchStore: Send + Sync {
         id: &BatchId,
         now_secs: i64,
     ) -> Result<Option<BatchRecord>, StoreError>;
+}
 
+/// What the reconciler reads to find work that may have been lost.
+#[async_trait]
+pub trait PendingBatches: Send + Sync {
     /// Restarts the stuck clock of a batch still in `status`, so one re-drive is
     /// not followed by another at every reconciler run while it is handled.
     /// Returns whether the batch was still in `status`.
@@ -302,13 +313,15 @@ pub trait BatchStore: Send + Sync {
         before_secs: i64,
         limit: usize,
     ) -> Result<Vec<StuckBatch>, StoreError>;
+}
 
-    // Per-tenant quotas (`domain::quota`), kept by the store that holds the
-    // batches. With the store's quotas unlimited these cost nothing. `create`
-    // takes a batch slot in the same step as it writes (or refuses with
-    // `CreateOutcome::QuotaExceeded`); a transition to a terminal status gives
-    // the slot and the batch's lines back.
-
+/// Per-tenant quotas (`domain::quota`), kept by the store that holds the
+/// batches. With the store's quotas unlimited these cost nothing.
+/// `BatchStore::create` takes a batch slot in the same step as it writes (or
+/// refuses with `CreateOutcome::QuotaExceeded`); a transition to a terminal
+/// status gives the slot and the batch's lines back.
+#[async_trait]
+pub trait QuotaLedger: Send + Sync {
     /// Reserves the `lines` request lines of a validated batch, unless they do
     /// not fit in its tenant's enqueued-line quota. Idempotent: reserving again
     /// for the same batch reserves nothing more.

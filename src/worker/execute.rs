@@ -119,7 +119,7 @@ impl Worker {
         // and every segment after them.
         let stop = Arc::new(AtomicBool::new(false));
         let _watcher = self.watch_for_cancel(&record, Arc::clone(&stop));
-        let mut resume = self.batches.resume_point(tenant, id, shard, now).await?;
+        let mut resume = self.ledger.resume_point(tenant, id, shard, now).await?;
         let mut committed_any = false;
         while let Some(at) = resume {
             if is_expired(&record, self.clock.now_secs()) {
@@ -145,11 +145,7 @@ impl Worker {
             };
             crash_point("before_segment_commit");
             let now = self.clock.now_secs();
-            match self
-                .batches
-                .commit_segment(tenant, id, &commit, now)
-                .await?
-            {
+            match self.ledger.commit_segment(tenant, id, &commit, now).await? {
                 CommitOutcome::Committed => {
                     committed_any = true;
                     let end = commit.segment.end;
@@ -159,7 +155,7 @@ impl Worker {
                     // Another attempt won this segment: our parts are nobody's.
                     self.delete_blobs(&commit.segment).await;
                     committed_any = true;
-                    resume = self.batches.resume_point(tenant, id, shard, now).await?;
+                    resume = self.ledger.resume_point(tenant, id, shard, now).await?;
                 }
                 CommitOutcome::Closed | CommitOutcome::NotFound => {
                     self.delete_blobs(&commit.segment).await;
@@ -385,13 +381,13 @@ impl Worker {
     /// Polls the batch's status (only that) until it stops taking results,
     /// then sets `stop`. The poll ends when the returned guard is dropped.
     fn watch_for_cancel(&self, record: &BatchRecord, stop: Arc<AtomicBool>) -> AbortOnDrop {
-        let (batches, clock) = (Arc::clone(&self.batches), Arc::clone(&self.clock));
+        let (ledger, clock) = (Arc::clone(&self.ledger), Arc::clone(&self.clock));
         let (tenant, id) = (record.tenant.clone(), BatchId::parse(&record.batch.id));
         let task = tokio::spawn(async move {
             let Some(id) = id else { return };
             loop {
                 tokio::time::sleep(CANCEL_POLL).await;
-                match batches.run_state(&tenant, &id, clock.now_secs()).await {
+                match ledger.run_state(&tenant, &id, clock.now_secs()).await {
                     Ok(Some(state))
                         if state.accepts_results() && state.status == BatchStatus::InProgress => {}
                     Ok(_) => {
@@ -442,7 +438,7 @@ impl Worker {
             _ => return Ok(()),
         }
         crash_point("after_finalizing");
-        let Some(sealed) = self.batches.seal(tenant, id, now).await? else {
+        let Some(sealed) = self.ledger.seal(tenant, id, now).await? else {
             return Ok(());
         };
         crash_point("after_seal");
@@ -469,7 +465,7 @@ impl Worker {
         };
         // Read after the seal: these are final.
         let segments = self
-            .batches
+            .ledger
             .segments(tenant, &id, self.clock.now_secs())
             .await?;
         let Some(patch) = self.assemble(sealed, &segments, expired).await? else {
@@ -540,7 +536,7 @@ impl Worker {
             return Ok(());
         }
         // No commit lands after the seal: what it holds is the partial result.
-        let Some(sealed) = self.batches.seal(tenant, id, now).await? else {
+        let Some(sealed) = self.ledger.seal(tenant, id, now).await? else {
             return Ok(());
         };
         crash_point("finish_cancel_after_seal");
@@ -744,7 +740,7 @@ impl Worker {
         let Some(input) = self.input_of(&record, now).await? else {
             return self.fail_input_deleted(tenant, id).await;
         };
-        let Some(sealed) = self.batches.seal(tenant, id, now).await? else {
+        let Some(sealed) = self.ledger.seal(tenant, id, now).await? else {
             return Ok(());
         };
         self.end_batch(
@@ -798,7 +794,7 @@ impl Worker {
         }
         for shard in shards(input.bytes, self.execution.shard_bytes) {
             if self
-                .batches
+                .ledger
                 .resume_point(tenant, id, shard, now)
                 .await?
                 .is_some()

@@ -23,7 +23,7 @@ use crate::files::{BlobError, BlobStore};
 use crate::queue::{QueueError, WorkItem, WorkQueue};
 use crate::store::files::FileStore;
 use crate::store::leases::ShardLeases;
-use crate::store::{BatchStore, StoreError};
+use crate::store::{BatchStore, ExecutionLedger, PendingBatches, QuotaLedger, StoreError};
 use crate::upstream::{RetryPolicy, UpstreamClient};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,11 @@ pub struct ReconcilerConfig {
 
 pub struct Worker {
     pub batches: Arc<dyn BatchStore>,
+    /// The segments of running batches.
+    pub ledger: Arc<dyn ExecutionLedger>,
+    /// What the reconciler looks for.
+    pub pending: Arc<dyn PendingBatches>,
+    pub quotas: Arc<dyn QuotaLedger>,
     pub files: Arc<dyn FileStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn WorkQueue>,
@@ -137,7 +142,7 @@ impl Worker {
         let shards = self.take_over_leases(now, RECONCILE_PAGE, true).await?;
         let before = now - self.reconciler.stuck_after_secs;
         let redriven = shards + self.redrive_pending(before, now, RECONCILE_PAGE).await?;
-        let freed = self.batches.repair_quotas(before, now).await?;
+        let freed = self.quotas.repair_quotas(before, now).await?;
         if freed > 0 {
             tracing::info!(freed, "reconciler gave back leaked quota");
         }
@@ -174,11 +179,11 @@ impl Worker {
             BatchStatus::Finalizing,
             BatchStatus::Cancelling,
         ] {
-            for stuck in self.batches.stuck(status, before, limit).await? {
+            for stuck in self.pending.stuck(status, before, limit).await? {
                 // Claim the re-drive first: the next run leaves the batch alone for
                 // another stuck period, and of two racing reconcilers one wins.
                 if !self
-                    .batches
+                    .pending
                     .touch_pending(&stuck.tenant, &stuck.id, status, now)
                     .await?
                 {

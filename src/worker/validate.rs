@@ -104,7 +104,7 @@ impl Worker {
                 // Lines are known only now: reserve them before the batch runs,
                 // or fail it as OpenAI fails a batch over its enqueued token limit.
                 let lines = report.requests;
-                if let Err(exceeded) = self.batches.reserve_lines(tenant, id, lines, now).await? {
+                if let Err(exceeded) = self.quotas.reserve_lines(tenant, id, lines, now).await? {
                     let limit = match exceeded {
                         QuotaExceeded::EnqueuedLines { limit } => limit,
                         QuotaExceeded::BatchesInFlight { limit } => u64::from(limit),
@@ -139,11 +139,11 @@ impl Worker {
                             BatchStatus::Cancelling | BatchStatus::Cancelled
                         ) =>
                     {
-                        self.batches.release_quota(tenant, id, lines).await?;
+                        self.quotas.release_quota(tenant, id, lines).await?;
                     }
                     TransitionOutcome::Refused(_) => {}
                     TransitionOutcome::NotFound => {
-                        self.batches.release_quota(tenant, id, lines).await?
+                        self.quotas.release_quota(tenant, id, lines).await?
                     }
                 }
                 Ok(())

@@ -56,7 +56,7 @@ use lambda_batches::store::dynamodb::{DynamoStore, RequestCounter};
 use lambda_batches::store::embedded::EmbeddedStore;
 use lambda_batches::store::files::FileStore;
 use lambda_batches::store::keys::KeyStore;
-use lambda_batches::store::BatchStore;
+use lambda_batches::store::{BatchStore, ExecutionLedger, PendingBatches, QuotaLedger};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -93,7 +93,7 @@ pub const RETENTION_SECS: i64 = 30 * 86_400;
 pub struct TestApp {
     pub router: Router,
     pub clock: Arc<ManualClock>,
-    pub store: Arc<dyn BatchStore>,
+    pub store: Arc<dyn BatchPorts>,
     pub files: Arc<dyn FileStore>,
     pub blobs: Arc<dyn BlobStore>,
     /// DynamoDB requests sent, for round-trip assertions (DynamoDB backends only).
@@ -104,9 +104,13 @@ pub struct TestApp {
     pub _store_dir: Option<Arc<tempfile::TempDir>>,
 }
 
+/// Every port of the store that holds batches: one adapter implements them all.
+pub trait BatchPorts: BatchStore + ExecutionLedger + PendingBatches + QuotaLedger {}
+impl<T: BatchStore + ExecutionLedger + PendingBatches + QuotaLedger + ?Sized> BatchPorts for T {}
+
 /// Fresh storage of one backend: records, file bytes, and a request counter.
 pub struct TestStores {
-    pub batches: Arc<dyn BatchStore>,
+    pub batches: Arc<dyn BatchPorts>,
     pub files: Arc<dyn FileStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub dynamodb_requests: Option<RequestCounter>,
@@ -214,7 +218,7 @@ impl TestApp {
     ) -> Self {
         let clock = Arc::new(ManualClock::starting_at_ms(START_MS));
         let mut state = AppState {
-            batches: Arc::clone(&stores.batches),
+            batches: stores.batches.clone(),
             files: Arc::clone(&stores.files),
             blobs: Arc::clone(&stores.blobs),
             work,

@@ -17,30 +17,27 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
-use serde::{Deserialize, Serialize};
 
-use super::{
-    BatchRecord, BatchStore, CommitOutcome, CreateOutcome, ListOutcome, RunState, SegmentCommit,
-    StoreError, StuckBatch, TransitionOutcome,
-};
-use crate::domain::batch::BatchErrors;
-use crate::domain::execution::{ByteRange, Segments};
-use crate::domain::{
-    Batch, BatchId, BatchStatus, Fingerprint, OutputExpiresAfter, QuotaExceeded, Quotas, TenantId,
-    Transition,
-};
+use super::{BatchRecord, BatchStore, CreateOutcome, ListOutcome, StoreError, TransitionOutcome};
+use crate::domain::{BatchId, BatchStatus, Quotas, TenantId, Transition};
 
+mod codec;
 mod files;
 mod keys;
 mod leases;
 mod listing;
+mod pending;
 mod quota;
 mod segments;
 
 pub use keys::KEYS_PARTITION;
-use listing::{query_until, Take};
 use quota::Slot;
 pub use quota::{MAX_TRACKED_BATCHES, USAGE_ID};
+
+use codec::{
+    attribute, corrupt, dynamo_error, errors_count, from_item, live_record, number, number_u64,
+    segment_key, to_item,
+};
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 
@@ -86,26 +83,6 @@ pub struct DynamoStore {
     pub(super) table: String,
     requests: RequestCounter,
     quotas: Quotas,
-}
-
-/// The attributes a record stores beside the Batch object's own fields.
-#[derive(Serialize, Deserialize)]
-struct RecordAttributes {
-    tenant: TenantId,
-    fingerprint: Fingerprint,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    output_expires_after: Option<OutputExpiresAfter>,
-    created_order: String,
-    purge_at: i64,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    sealed: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_concurrency: Option<u32>,
-}
-
-/// An offset as a key: zero-padded, so it sorts as it counts.
-fn segment_key(start: u64) -> String {
-    format!("{start:020}")
 }
 
 impl DynamoStore {
@@ -306,102 +283,6 @@ pub(crate) async fn send_guarded(
     }
 }
 
-pub(crate) fn dynamo_error<E>(
-    operation: &'static str,
-    error: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> StoreError
-where
-    aws_sdk_dynamodb::Error: From<SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
-{
-    StoreError::DynamoDb {
-        operation,
-        source: Box::new(aws_sdk_dynamodb::Error::from(error)),
-    }
-}
-
-fn corrupt(e: serde_dynamo::Error) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
-
-fn to_item(record: &BatchRecord) -> Result<Item, StoreError> {
-    let mut item: Item = serde_dynamo::to_item(&record.batch).map_err(corrupt)?;
-    // Unset Batch fields are left out rather than stored as NULL: smaller items,
-    // and absent reads back as `None` all the same.
-    item.retain(|_, value| !matches!(value, AttributeValue::Null(_)));
-    let attributes = RecordAttributes {
-        tenant: record.tenant.clone(),
-        fingerprint: record.fingerprint.clone(),
-        output_expires_after: record.output_expires_after.clone(),
-        created_order: record.created_order(),
-        purge_at: record.purge_at,
-        sealed: record.sealed,
-        max_concurrency: record.max_concurrency,
-    };
-    let extra: Item = serde_dynamo::to_item(&attributes).map_err(corrupt)?;
-    item.extend(extra);
-    item.insert(
-        "errors_count".into(),
-        number_u64(errors_count(record.batch.errors.as_ref())),
-    );
-    if !record.batch.status.is_terminal() {
-        item.insert(
-            "pending_status".into(),
-            AttributeValue::S(record.batch.status.as_str().into()),
-        );
-        item.insert("pending_since".into(), number(record.batch.created_at));
-    }
-    Ok(item)
-}
-
-/// `errors_count` says, in the listing index that leaves `errors` out,
-/// whether a batch must be read whole (`listing.rs`).
-fn errors_count(errors: Option<&BatchErrors>) -> u64 {
-    errors.map_or(0, |errors| errors.data.len() as u64)
-}
-
-fn from_item(item: Item) -> Result<BatchRecord, StoreError> {
-    let attributes: RecordAttributes = serde_dynamo::from_item(item.clone()).map_err(corrupt)?;
-    let batch: Batch = serde_dynamo::from_item(item).map_err(corrupt)?;
-    let created_us = attributes
-        .created_order
-        .split_once('#')
-        .and_then(|(ms, _)| ms.parse().ok())
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!("bad created_order {:?}", attributes.created_order))
-        })?;
-    Ok(BatchRecord {
-        tenant: attributes.tenant,
-        batch,
-        fingerprint: attributes.fingerprint,
-        output_expires_after: attributes.output_expires_after,
-        created_us,
-        purge_at: attributes.purge_at,
-        sealed: attributes.sealed,
-        max_concurrency: attributes.max_concurrency,
-    })
-}
-
-/// DynamoDB's TTL deletes late (typically within two days), so a record past
-/// `purge_at` is treated as absent by every read.
-fn live_record(item: Option<Item>, now_secs: i64) -> Result<Option<BatchRecord>, StoreError> {
-    Ok(item
-        .map(from_item)
-        .transpose()?
-        .filter(|record| record.is_live(now_secs)))
-}
-
-fn attribute<T: Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
-    serde_dynamo::to_attribute_value(value).map_err(corrupt)
-}
-
-fn number_u64(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-fn number(value: i64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
 /// What a conditional update found: the item as written, or the live record
 /// as it stands after the condition failed (`None`: absent or purged).
 enum Conditional {
@@ -449,42 +330,6 @@ impl BatchStore for DynamoStore {
                 Ok(outcome)
             }
         }
-    }
-
-    async fn reserve_lines(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        lines: u64,
-        _now_secs: i64,
-    ) -> Result<Result<(), QuotaExceeded>, StoreError> {
-        match self.quotas.max_enqueued_lines {
-            None => Ok(Ok(())),
-            Some(limit) => self.reserve(tenant, id, lines, limit).await,
-        }
-    }
-
-    async fn release_quota(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        lines: u64,
-    ) -> Result<(), StoreError> {
-        if self.quotas.is_unlimited() {
-            return Ok(());
-        }
-        self.release(tenant, id.as_str(), lines).await
-    }
-
-    async fn repair_quotas(
-        &self,
-        idle_before_secs: i64,
-        now_secs: i64,
-    ) -> Result<usize, StoreError> {
-        if self.quotas.is_unlimited() {
-            return Ok(0);
-        }
-        self.repair(idle_before_secs, now_secs).await
     }
 
     async fn get(
@@ -630,131 +475,5 @@ impl BatchStore for DynamoStore {
         Err(StoreError::Corrupt(format!(
             "batch {id} kept changing during a transition"
         )))
-    }
-
-    async fn commit_segment(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        commit: &SegmentCommit,
-        now_secs: i64,
-    ) -> Result<CommitOutcome, StoreError> {
-        self.commit(tenant, id, commit, now_secs).await
-    }
-
-    async fn segments(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        now_secs: i64,
-    ) -> Result<Segments, StoreError> {
-        self.read_segments(tenant, id, now_secs).await
-    }
-
-    async fn resume_point(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        shard: ByteRange,
-        now_secs: i64,
-    ) -> Result<Option<u64>, StoreError> {
-        self.read_resume_point(tenant, id, shard, now_secs).await
-    }
-
-    async fn run_state(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        now_secs: i64,
-    ) -> Result<Option<RunState>, StoreError> {
-        self.read_run_state(tenant, id, now_secs).await
-    }
-
-    async fn seal(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        now_secs: i64,
-    ) -> Result<Option<BatchRecord>, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
-            .update_expression("SET #sealed = :sealed")
-            .condition_expression("attribute_exists(id) AND purge_at > :now")
-            .expression_attribute_names("#sealed", "sealed")
-            .expression_attribute_values(":sealed", AttributeValue::Bool(true))
-            .expression_attribute_values(":now", number(now_secs))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(output) => Ok(Some(from_item(output.attributes.unwrap_or_default())?)),
-            Err(SdkError::ServiceError(failure))
-                if failure.err().is_conditional_check_failed_exception() =>
-            {
-                Ok(None)
-            }
-            Err(other) => Err(dynamo_error("UpdateItem", other)),
-        }
-    }
-
-    async fn touch_pending(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        status: BatchStatus,
-        now_secs: i64,
-    ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
-            .update_expression("SET pending_since = :now")
-            .condition_expression("pending_status = :status")
-            .expression_attribute_values(":now", number(now_secs))
-            .expression_attribute_values(":status", AttributeValue::S(status.as_str().into()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(failure))
-                if failure.err().is_conditional_check_failed_exception() =>
-            {
-                Ok(false)
-            }
-            Err(other) => Err(dynamo_error("UpdateItem", other)),
-        }
-    }
-
-    async fn stuck(
-        &self,
-        status: BatchStatus,
-        before_secs: i64,
-        limit: usize,
-    ) -> Result<Vec<StuckBatch>, StoreError> {
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(PENDING_INDEX)
-            .key_condition_expression("pending_status = :status AND pending_since < :before")
-            .expression_attribute_values(":status", AttributeValue::S(status.as_str().into()))
-            .expression_attribute_values(":before", number(before_secs));
-        query_until(&query, None, limit, |item| {
-            let text = |name: &str| match item.get(name) {
-                Some(AttributeValue::S(s)) => Ok(s.clone()),
-                _ => Err(StoreError::Corrupt(format!(
-                    "pending-index item without {name}"
-                ))),
-            };
-            let tenant = TenantId::parse(&text("tenant")?).map_err(StoreError::Corrupt)?;
-            let id = BatchId::parse(&text("id")?)
-                .ok_or_else(|| StoreError::Corrupt("pending-index item with a bad id".into()))?;
-            Ok(Take::Keep(StuckBatch { tenant, id }))
-        })
-        .await
     }
 }

@@ -21,7 +21,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use super::listing::{query_until, Take};
 use super::{dynamo_error, send_guarded, DynamoStore, Guarded, Item, PENDING_INDEX};
 use crate::domain::{BatchId, QuotaExceeded, TenantId};
-use crate::store::StoreError;
+use crate::store::{QuotaLedger, StoreError};
+use async_trait::async_trait;
 
 /// The most batches in flight one tenant's usage item tracks, whatever the
 /// quotas say. Each costs about 82 bytes across `in_flight` and `enqueued`
@@ -339,5 +340,44 @@ impl DynamoStore {
             }
         }
         Ok(freed)
+    }
+}
+
+#[async_trait]
+impl QuotaLedger for DynamoStore {
+    async fn reserve_lines(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        lines: u64,
+        _now_secs: i64,
+    ) -> Result<Result<(), QuotaExceeded>, StoreError> {
+        match self.quotas.max_enqueued_lines {
+            None => Ok(Ok(())),
+            Some(limit) => self.reserve(tenant, id, lines, limit).await,
+        }
+    }
+
+    async fn release_quota(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        lines: u64,
+    ) -> Result<(), StoreError> {
+        if self.quotas.is_unlimited() {
+            return Ok(());
+        }
+        self.release(tenant, id.as_str(), lines).await
+    }
+
+    async fn repair_quotas(
+        &self,
+        idle_before_secs: i64,
+        now_secs: i64,
+    ) -> Result<usize, StoreError> {
+        if self.quotas.is_unlimited() {
+            return Ok(0);
+        }
+        self.repair(idle_before_secs, now_secs).await
     }
 }

@@ -29,6 +29,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
+use super::codec::from_item;
 use super::{
     attribute, corrupt, dynamo_error, number, number_u64, segment_key, send_guarded, DynamoStore,
     Guarded, Item, MAX_ATTEMPTS,
@@ -36,7 +37,11 @@ use super::{
 use crate::domain::batch::Usage;
 use crate::domain::execution::{chain, ByteRange, Segment, Segments};
 use crate::domain::{BatchId, BatchStatus, TenantId};
-use crate::store::{CommitOutcome, RunState, SegmentCommit, StoreError};
+use crate::store::{
+    BatchRecord, CommitOutcome, ExecutionLedger, RunState, SegmentCommit, StoreError,
+};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::ReturnValue;
 
 /// The batch attribute mapping each shard's start to the end of its
 /// committed chain: bounded by the number of shards, not of segments.
@@ -544,6 +549,77 @@ impl DynamoStore {
             .expression_attribute_values(":end", number_u64(end));
         send_guarded(request).await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ExecutionLedger for DynamoStore {
+    async fn commit_segment(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        commit: &SegmentCommit,
+        now_secs: i64,
+    ) -> Result<CommitOutcome, StoreError> {
+        self.commit(tenant, id, commit, now_secs).await
+    }
+
+    async fn segments(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        now_secs: i64,
+    ) -> Result<Segments, StoreError> {
+        self.read_segments(tenant, id, now_secs).await
+    }
+
+    async fn resume_point(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        shard: ByteRange,
+        now_secs: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.read_resume_point(tenant, id, shard, now_secs).await
+    }
+
+    async fn run_state(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        now_secs: i64,
+    ) -> Result<Option<RunState>, StoreError> {
+        self.read_run_state(tenant, id, now_secs).await
+    }
+
+    async fn seal(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+        now_secs: i64,
+    ) -> Result<Option<BatchRecord>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
+            .update_expression("SET #sealed = :sealed")
+            .condition_expression("attribute_exists(id) AND purge_at > :now")
+            .expression_attribute_names("#sealed", "sealed")
+            .expression_attribute_values(":sealed", AttributeValue::Bool(true))
+            .expression_attribute_values(":now", number(now_secs))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(Some(from_item(output.attributes.unwrap_or_default())?)),
+            Err(SdkError::ServiceError(failure))
+                if failure.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(None)
+            }
+            Err(other) => Err(dynamo_error("UpdateItem", other)),
+        }
     }
 }
 

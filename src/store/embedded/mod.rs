@@ -5,22 +5,31 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    BatchRecord, BatchStore, CommitOutcome, CreateOutcome, ListOutcome, RunState, SegmentCommit,
-    StoreError, StuckBatch, TransitionOutcome,
+    BatchRecord, BatchStore, CreateOutcome, ListOutcome, RunState, StoreError, TransitionOutcome,
 };
-use crate::domain::execution::{resume_point, ByteRange, Segment, Segments};
-use crate::domain::{BatchId, BatchStatus, QuotaExceeded, Quotas, TenantId, Transition};
+use crate::domain::{BatchId, BatchStatus, Quotas, TenantId, Transition};
 
 mod files;
 mod keys;
 mod leases;
+mod ledger;
+mod pending;
+mod quota;
+mod schema;
+mod writer;
+
+use quota::{quota_room, release};
+use schema::{has_table, migrate, move_segments_out_of_records, SCHEMA};
+use writer::{
+    in_savepoint, retry_soon, spawn_checkpointer, spawn_writer, Delivery, Job, WAL_KEEP_BYTES,
+    WAL_LIMIT_FRAMES,
+};
 
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -31,178 +40,8 @@ pub struct EmbeddedStore {
     quotas: Quotas,
 }
 
-/// A unit of work for the writer thread. It receives the connection (or
-/// `None` when the group transaction could not begin) and returns how to
-/// report its result once the group's commit is known.
-type Job = Box<dyn FnOnce(Option<&mut Connection>) -> Delivery + Send>;
-type Delivery = Box<dyn FnOnce(Result<(), String>) + Send>;
-
-/// Writes queued while a group commits join the next group, up to this many.
-const MAX_GROUP: usize = 256;
-
-/// The writer thread: group commit. All jobs waiting when it wakes run in one
-/// transaction, and each learns its result only after that commit, so nothing
-/// is reported written that is not. One thread, no lock: the SQLite writer is
-/// single anyway, and a mutex fought over by many blocking threads costs more
-/// in context switches than the writes themselves.
-fn spawn_writer(
-    mut conn: Connection,
-    checkpointer: Option<SyncSender<()>>,
-) -> std::sync::mpsc::Sender<Job> {
-    let (sender, jobs) = std::sync::mpsc::channel::<Job>();
-    let run = move || {
-        let mut since_checkpoint = 0;
-        while let Ok(first) = jobs.recv() {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match jobs.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
-                }
-            }
-            let began = conn.execute_batch("BEGIN IMMEDIATE");
-            let deliveries: Vec<Delivery> = match began {
-                Ok(()) => group.into_iter().map(|job| job(Some(&mut conn))).collect(),
-                Err(_) => group.into_iter().map(|job| job(None)).collect(),
-            };
-            let committed = began
-                .and_then(|()| conn.execute_batch("COMMIT"))
-                .map_err(|e| e.to_string());
-            if committed.is_err() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            since_checkpoint += deliveries.len();
-            for deliver in deliveries {
-                deliver(committed.clone());
-            }
-            if let Some(checkpointer) = &checkpointer {
-                // A full channel means a checkpoint is already due: nothing lost.
-                if since_checkpoint >= CHECKPOINT_EVERY_WRITES && checkpointer.try_send(()).is_ok()
-                {
-                    since_checkpoint = 0;
-                }
-            }
-        }
-    };
-    // Spawning a thread fails only when the OS is out of threads; the sender
-    // then reports every write as a stopped writer instead of panicking here.
-    let _ = std::thread::Builder::new()
-        .name("sqlite-writer".into())
-        .spawn(run);
-    sender
-}
-
-/// The writer asks for a checkpoint after this many writes: each dirties about
-/// two pages, so this is about SQLite's default of one per 1,000 WAL pages.
-const CHECKPOINT_EVERY_WRITES: usize = 500;
-
-/// The WAL's backstop bound: 4 GiB of 4 KiB pages. A writer starts the WAL
-/// over only when it begins with every frame copied back, which a write load
-/// without pauses never allows: PASSIVE checkpoints keep up, yet the WAL grows
-/// with every create until the load pauses. Past this size the checkpointer
-/// runs a RESTART: it waits for the writer and the readers, and the next write
-/// starts over at the top of the file. The bound is large because that restart
-/// is expensive on a busy disk (rewriting the start of the WAL waits for its
-/// writeback); BENCHMARKS.md has the smaller bounds measured and rejected.
-const WAL_LIMIT_FRAMES: i64 = 1_048_576;
-
-/// After the WAL starts over, its file is cut back to this size.
-const WAL_KEEP_BYTES: i64 = 67_108_864;
-
-/// Every connection's busy handler: retry every 100 µs for up to 5 s.
-/// SQLite's own busy timeout sleeps 1, 2, 5, 10 … 100 ms between tries, so a
-/// writer waiting out a sub-millisecond checkpoint stalled for milliseconds.
-fn retry_soon(attempt: i32) -> bool {
-    std::thread::sleep(std::time::Duration::from_micros(100));
-    attempt < 50_000
-}
-
-/// Checkpoints on a thread and connection of their own: with SQLite's
-/// automatic checkpoints the writer itself copied the WAL back and synced the
-/// database file every 1,000 pages, and every write queued behind that stall.
-/// A PASSIVE checkpoint never blocks the writer. `None` if no thread could be
-/// started; the caller then keeps the automatic checkpoints.
-fn spawn_checkpointer(conn: Connection, wal_limit_frames: i64) -> Option<SyncSender<()>> {
-    let (sender, due) = std::sync::mpsc::sync_channel::<()>(1);
-    let checkpoint = |conn: &Connection, mode: &str| {
-        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
-            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-        })
-    };
-    let run = move || {
-        while due.recv().is_ok() {
-            match checkpoint(&conn, "PASSIVE") {
-                Ok((log, _)) if log > wal_limit_frames => {
-                    if let Err(error) = checkpoint(&conn, "RESTART") {
-                        tracing::warn!(%error, "embedded store: checkpoint failed");
-                    }
-                }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "embedded store: checkpoint failed"),
-            }
-        }
-    };
-    std::thread::Builder::new()
-        .name("sqlite-checkpoint".into())
-        .spawn(run)
-        .ok()
-        .map(|_| sender)
-}
-
 /// Reader connections of a file-backed store.
 const READERS: usize = 4;
-
-/// `pending_status` and `pending_since` are set while a batch is in a
-/// non-terminal status: the reconciler's index, as in DynamoDB.
-///
-/// Rows live in insertion order (`seq`) and the random `(tenant, id)` key is a
-/// separate, small index: a create appends its ~1 KB record to the last pages
-/// instead of splitting a random leaf of the key-ordered table, which cut the
-/// pages each create dirties, and with them the bytes written, by two thirds.
-const SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS batches (
-        seq            INTEGER PRIMARY KEY,
-        tenant         TEXT    NOT NULL,
-        id             TEXT    NOT NULL,
-        created_order  TEXT    NOT NULL,
-        purge_at       INTEGER NOT NULL,
-        record         TEXT    NOT NULL,
-        pending_status TEXT,
-        pending_since  INTEGER
-    );
-    CREATE UNIQUE INDEX IF NOT EXISTS batches_by_key ON batches (tenant, id);
-    CREATE INDEX IF NOT EXISTS batches_by_created ON batches (tenant, created_order);
-    CREATE INDEX IF NOT EXISTS batches_pending ON batches (pending_status, pending_since)
-        WHERE pending_status IS NOT NULL;
-    -- Quota usage: one row per batch in flight holding a slot, with the
-    -- request lines reserved for it. Written in the same transactions as the
-    -- batch's create and terminal transition, so nothing can leak.
-    CREATE TABLE IF NOT EXISTS quota_usage (
-        tenant   TEXT    NOT NULL,
-        batch_id TEXT    NOT NULL,
-        lines    INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (tenant, batch_id)
-    ) WITHOUT ROWID;
-    -- Committed segments (`domain::execution`), one row each beside their
-    -- batch: a commit inserts a row and rewrites the batch's small record,
-    -- whatever the number of segments before it.
-    CREATE TABLE IF NOT EXISTS segments (
-        tenant      TEXT    NOT NULL,
-        batch_id    TEXT    NOT NULL,
-        start       INTEGER NOT NULL,
-        segment_end INTEGER NOT NULL,
-        segment     TEXT    NOT NULL,
-        PRIMARY KEY (tenant, batch_id, start)
-    ) WITHOUT ROWID;
-    -- A create that takes over a purged batch's id (the only write that
-    -- changes `created_order`) starts without the old batch's segments.
-    CREATE TRIGGER IF NOT EXISTS segments_go_with_their_batch
-    AFTER UPDATE OF created_order ON batches
-    WHEN NEW.created_order IS NOT OLD.created_order
-    BEGIN
-        DELETE FROM segments WHERE tenant = OLD.tenant AND batch_id = OLD.id;
-    END;
-";
 
 impl EmbeddedStore {
     /// Opens (or creates) the database file `batches.sqlite3` in `dir`.
@@ -346,90 +185,10 @@ impl EmbeddedStore {
     }
 }
 
-/// Runs one job of a group inside a savepoint of its own, so its writes are
-/// all or nothing: an error or a panic rolls back that job only, and the
-/// group's other jobs commit (a panic must not end the writer thread either).
-fn in_savepoint<T, F>(conn: &mut Connection, work: F) -> Result<T, StoreError>
-where
-    F: FnOnce(&mut Connection) -> Result<T, StoreError>,
-{
-    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut *conn)))
-        .unwrap_or_else(|_| Err(StoreError::Write("the write panicked".into())));
-    if outcome.is_err() {
-        conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
-    }
-    conn.prepare_cached("RELEASE job")?.execute([])?;
-    outcome
-}
-
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
         Self::Embedded(Box::new(error))
     }
-}
-
-/// Brings a data directory written by an older version up to date.
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let has_batches: bool = conn
-        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'batches'")?
-        .exists([])?;
-    let has_pending: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('batches') WHERE name = 'pending_status'")?
-        .exists([])?;
-    if has_batches && !has_pending {
-        conn.execute_batch(
-            "ALTER TABLE batches ADD COLUMN pending_status TEXT;
-             ALTER TABLE batches ADD COLUMN pending_since INTEGER;
-             UPDATE batches SET pending_status = json_extract(record, '$.batch.status'),
-                                pending_since = json_extract(record, '$.batch.created_at')
-             WHERE json_extract(record, '$.batch.status')
-                   IN ('validating', 'in_progress', 'finalizing', 'cancelling');",
-        )?;
-    }
-    let has_seq: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('batches') WHERE name = 'seq'")?
-        .exists([])?;
-    if has_batches && !has_seq {
-        // The key-ordered (WITHOUT ROWID) table of earlier versions: copy it
-        // into the insertion-ordered one; SCHEMA then makes its indexes.
-        conn.execute_batch(
-            "BEGIN IMMEDIATE;
-             CREATE TABLE batches_by_seq (
-                 seq INTEGER PRIMARY KEY, tenant TEXT NOT NULL, id TEXT NOT NULL,
-                 created_order TEXT NOT NULL, purge_at INTEGER NOT NULL, record TEXT NOT NULL,
-                 pending_status TEXT, pending_since INTEGER);
-             INSERT INTO batches_by_seq
-                 (tenant, id, created_order, purge_at, record, pending_status, pending_since)
-             SELECT tenant, id, created_order, purge_at, record, pending_status, pending_since
-             FROM batches ORDER BY created_order;
-             DROP TABLE batches;
-             ALTER TABLE batches_by_seq RENAME TO batches;
-             COMMIT;",
-        )?;
-    }
-    Ok(())
-}
-
-fn has_table(conn: &Connection, name: &str) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
-        .exists([name])?)
-}
-
-/// Earlier versions kept a batch's segments inside its record, which every
-/// commit rewrote whole: they move to the segments table, once.
-fn move_segments_out_of_records(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "BEGIN IMMEDIATE;
-         INSERT OR IGNORE INTO segments (tenant, batch_id, start, segment_end, segment)
-         SELECT b.tenant, b.id, CAST(s.key AS INTEGER), json_extract(s.value, '$.end'), s.value
-         FROM batches b, json_each(b.record, '$.segments') s;
-         UPDATE batches SET record = json_remove(record, '$.segments')
-         WHERE json_type(record, '$.segments') IS NOT NULL;
-         COMMIT;",
-    )?;
-    Ok(())
 }
 
 fn to_json(record: &BatchRecord) -> Result<String, StoreError> {
@@ -642,324 +401,16 @@ impl BatchStore for EmbeddedStore {
         })
         .await
     }
-
-    async fn commit_segment(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        commit: &SegmentCommit,
-        now_secs: i64,
-    ) -> Result<CommitOutcome, StoreError> {
-        let (tenant, id, commit) = (tenant.to_string(), id.to_string(), commit.clone());
-        let segment_json = serde_json::to_string(&commit.segment)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.with_conn(move |conn| {
-            let tx = conn.savepoint()?;
-            let Some(mut record) = read_live(&tx, &tenant, &id, now_secs)? else {
-                return Ok(CommitOutcome::NotFound);
-            };
-            let start = to_sql(commit.start);
-            let exists = tx
-                .prepare_cached(
-                    "SELECT 1 FROM segments WHERE tenant = ?1 AND batch_id = ?2 AND start = ?3",
-                )?
-                .exists(params![tenant, id, start])?;
-            if exists {
-                return Ok(CommitOutcome::AlreadyCommitted);
-            }
-            if !record.accepts_results() {
-                return Ok(CommitOutcome::Closed);
-            }
-            let counts = &mut record.batch.request_counts;
-            counts.completed += commit.segment.completed;
-            counts.failed += commit.segment.failed;
-            record
-                .batch
-                .usage
-                .get_or_insert_with(Default::default)
-                .add(&commit.usage);
-            tx.prepare_cached(
-                "INSERT INTO segments (tenant, batch_id, start, segment_end, segment)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                tenant,
-                id,
-                start,
-                to_sql(commit.segment.end),
-                segment_json
-            ])?;
-            // Progress restarts the reconciler's stuck clock.
-            tx.prepare_cached(
-                "UPDATE batches SET record = ?3, pending_since = ?4 WHERE tenant = ?1 AND id = ?2",
-            )?
-            .execute(params![tenant, id, to_json(&record)?, now_secs])?;
-            tx.commit()?;
-            Ok(CommitOutcome::Committed)
-        })
-        .await
-    }
-
-    async fn segments(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        now_secs: i64,
-    ) -> Result<Segments, StoreError> {
-        let (tenant, id) = (tenant.to_string(), id.to_string());
-        self.with_reader(move |conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT s.start, s.segment FROM segments s
-                 JOIN batches b ON b.tenant = s.tenant AND b.id = s.batch_id
-                 WHERE s.tenant = ?1 AND s.batch_id = ?2 AND b.purge_at > ?3
-                 ORDER BY s.start",
-            )?;
-            let rows = statement.query_map(params![tenant, id, now_secs], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-            })?;
-            let mut segments = Segments::new();
-            for row in rows {
-                let (start, json) = row?;
-                let segment: Segment =
-                    serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                segments.insert(from_sql(start)?, segment);
-            }
-            Ok(segments)
-        })
-        .await
-    }
-
-    async fn resume_point(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        shard: ByteRange,
-        now_secs: i64,
-    ) -> Result<Option<u64>, StoreError> {
-        let (tenant, id) = (tenant.to_string(), id.to_string());
-        self.with_reader(move |conn| {
-            if read_run_state(conn, &tenant, &id, now_secs)?.is_none() {
-                return Ok(None);
-            }
-            let mut statement = conn.prepare_cached(
-                "SELECT start, segment_end FROM segments
-                 WHERE tenant = ?1 AND batch_id = ?2 AND start >= ?3 AND start < ?4
-                 ORDER BY start",
-            )?;
-            let rows = statement.query_map(
-                params![tenant, id, to_sql(shard.start), to_sql(shard.end)],
-                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
-            )?;
-            let mut ends = Vec::new();
-            for row in rows {
-                let (start, end) = row?;
-                ends.push((from_sql(start)?, from_sql(end)?));
-            }
-            Ok(resume_point(ends, shard))
-        })
-        .await
-    }
-
-    async fn run_state(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        now_secs: i64,
-    ) -> Result<Option<RunState>, StoreError> {
-        let (tenant, id) = (tenant.to_string(), id.to_string());
-        self.with_reader(move |conn| read_run_state(conn, &tenant, &id, now_secs))
-            .await
-    }
-
-    async fn seal(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        now_secs: i64,
-    ) -> Result<Option<BatchRecord>, StoreError> {
-        let (tenant, id) = (tenant.to_string(), id.to_string());
-        self.with_conn(move |conn| {
-            let tx = conn.savepoint()?;
-            let Some(mut record) = read_live(&tx, &tenant, &id, now_secs)? else {
-                return Ok(None);
-            };
-            if !record.sealed {
-                record.sealed = true;
-                tx.prepare_cached("UPDATE batches SET record = ?3 WHERE tenant = ?1 AND id = ?2")?
-                    .execute(params![tenant, id, to_json(&record)?])?;
-                tx.commit()?;
-            }
-            Ok(Some(record))
-        })
-        .await
-    }
-
-    async fn touch_pending(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        status: BatchStatus,
-        now_secs: i64,
-    ) -> Result<bool, StoreError> {
-        let (tenant, id) = (tenant.to_string(), id.to_string());
-        self.with_conn(move |conn| {
-            let touched = conn
-                .prepare_cached(
-                    "UPDATE batches SET pending_since = ?4
-                     WHERE tenant = ?1 AND id = ?2 AND pending_status = ?3",
-                )?
-                .execute(params![tenant, id, status.as_str(), now_secs])?;
-            Ok(touched == 1)
-        })
-        .await
-    }
-
-    async fn stuck(
-        &self,
-        status: BatchStatus,
-        before_secs: i64,
-        limit: usize,
-    ) -> Result<Vec<StuckBatch>, StoreError> {
-        self.with_reader(move |conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT tenant, id FROM batches
-                 WHERE pending_status = ?1 AND pending_since < ?2
-                 ORDER BY pending_since LIMIT ?3",
-            )?;
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = statement
-                .query_map(params![status.as_str(), before_secs, limit], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-                })?;
-            let mut stuck = Vec::new();
-            for row in rows {
-                let (tenant, id) = row?;
-                stuck.push(StuckBatch {
-                    tenant: TenantId::parse(&tenant).map_err(StoreError::Corrupt)?,
-                    id: BatchId::parse(&id)
-                        .ok_or_else(|| StoreError::Corrupt(format!("bad batch id {id}")))?,
-                });
-            }
-            Ok(stuck)
-        })
-        .await
-    }
-
-    async fn reserve_lines(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        lines: u64,
-        now_secs: i64,
-    ) -> Result<Result<(), QuotaExceeded>, StoreError> {
-        let Some(limit) = self.quotas.max_enqueued_lines else {
-            return Ok(Ok(()));
-        };
-        let quotas = self.quotas;
-        let (tenant, id) = (tenant.to_string(), id.to_string());
-        self.with_conn(move |conn| {
-            // Only a batch still validating takes lines: one cancelled meanwhile
-            // would hold them with nothing left to give them back.
-            match read_live(conn, &tenant, &id, now_secs)? {
-                Some(record) if record.batch.status == BatchStatus::Validating => {}
-                _ => return Ok(Ok(())),
-            }
-            let (held, others): (i64, i64) = conn
-                .prepare_cached(
-                    "SELECT COALESCE(SUM(CASE WHEN batch_id = ?2 THEN lines END), 0),
-                            COALESCE(SUM(CASE WHEN batch_id = ?2 THEN 0 ELSE lines END), 0)
-                     FROM quota_usage WHERE tenant = ?1",
-                )?
-                .query_row(params![tenant, id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-            if held > 0 {
-                return Ok(Ok(()));
-            }
-            if !quotas.lines_fit(u64::try_from(others).unwrap_or(0), lines) {
-                return Ok(Err(QuotaExceeded::EnqueuedLines { limit }));
-            }
-            conn.prepare_cached(
-                "INSERT INTO quota_usage (tenant, batch_id, lines) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (tenant, batch_id) DO UPDATE SET lines = excluded.lines",
-            )?
-            .execute(params![
-                tenant,
-                id,
-                i64::try_from(lines).unwrap_or(i64::MAX)
-            ])?;
-            Ok(Ok(()))
-        })
-        .await
-    }
-
-    async fn release_quota(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        _lines: u64,
-    ) -> Result<(), StoreError> {
-        let (tenant, id) = (tenant.to_string(), id.to_string());
-        self.with_conn(move |conn| release(conn, &tenant, &id))
-            .await
-    }
-
-    async fn repair_quotas(
-        &self,
-        _idle_before_secs: i64,
-        now_secs: i64,
-    ) -> Result<usize, StoreError> {
-        // Every change of usage shares a transaction with its batch, so only a
-        // batch purged or finished while quotas were off can have left a row.
-        self.with_conn(move |conn| {
-            let freed = conn
-                .prepare_cached(
-                    "DELETE FROM quota_usage WHERE NOT EXISTS (
-                         SELECT 1 FROM batches b
-                         WHERE b.tenant = quota_usage.tenant AND b.id = quota_usage.batch_id
-                           AND b.pending_status IS NOT NULL AND b.purge_at > ?1)",
-                )?
-                .execute(params![now_secs])?;
-            Ok(freed)
-        })
-        .await
-    }
-}
-
-/// Which quota, if any, leaves no room for another batch of `tenant`.
-fn quota_room(
-    conn: &Connection,
-    tenant: &str,
-    quotas: Quotas,
-) -> Result<Option<QuotaExceeded>, StoreError> {
-    let (batches, lines): (i64, i64) = conn
-        .prepare_cached(
-            "SELECT COUNT(*), COALESCE(SUM(lines), 0) FROM quota_usage WHERE tenant = ?1",
-        )?
-        .query_row(params![tenant], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    if let Some(limit) = quotas.max_batches_in_flight {
-        if batches >= i64::from(limit) {
-            return Ok(Some(QuotaExceeded::BatchesInFlight { limit }));
-        }
-    }
-    if let Some(limit) = quotas.max_enqueued_lines {
-        if u64::try_from(lines).unwrap_or(0) >= limit {
-            return Ok(Some(QuotaExceeded::EnqueuedLines { limit }));
-        }
-    }
-    Ok(None)
-}
-
-/// Gives back a batch's slot and lines; nothing happens when none are held.
-fn release(conn: &Connection, tenant: &str, id: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM quota_usage WHERE tenant = ?1 AND batch_id = ?2")?
-        .execute(params![tenant, id])?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::writer::CHECKPOINT_EVERY_WRITES;
     use super::*;
     use crate::domain::create::CreateBatch;
+    use crate::domain::execution::{ByteRange, Segment};
     use crate::domain::idempotency::{random_batch_id, Fingerprint};
+    use crate::store::{CommitOutcome, ExecutionLedger, PendingBatches, SegmentCommit};
 
     async fn rows_of(store: &EmbeddedStore, table: &'static str) -> Vec<String> {
         store
