@@ -676,7 +676,9 @@ async fn given_a_running_batch_when_segments_commit_then_each_start_lands_once_w
     let now = app.clock_secs();
 
     let attempts = join_all((0..16).map(|i| {
-        let commit = segment_commit(0, 100, 3 + (i % 2), 1);
+        let mut commit = segment_commit(0, 100, 3 + (i % 2), 1);
+        // Every attempt writes parts of its own (keyed by the attempt).
+        commit.segment.output_part = Some(format!("parts/attempt-{i}.out"));
         let (app, tenant, id) = (&app, &tenant, &id);
         async move {
             app.store

@@ -5,11 +5,13 @@
 //! worker Lambda (`lambda`). Every step ends in a conditional transition, so
 //! handling an item twice, or two workers racing, changes nothing.
 
-mod execute;
+mod assemble;
+mod finalize;
 pub mod lambda;
 mod lease;
 pub mod local;
 pub mod metrics;
+mod shard;
 mod validate;
 
 pub use validate::validate_stream;

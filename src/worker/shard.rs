@@ -1,6 +1,5 @@
-//! Execution: run a shard's request lines against the upstream, commit them
-//! segment by segment, and assemble the output and error files once every line
-//! is done (or the batch is cancelled).
+//! Running a shard: its request lines against the upstream, committed
+//! segment by segment while the worker holds the shard's lease.
 //!
 //! Exactly once: a segment's results go to parts under a key unique to the
 //! attempt, and only the attempt whose conditional commit wins (the first for
@@ -20,18 +19,14 @@ use tokio::time::Instant;
 use super::lease::ShardLease;
 use super::{Worker, WorkerError};
 use crate::domain::batch::Usage;
-use crate::domain::execution::{
-    gaps, shards, ByteRange, LatencyHistogram, ResultFile, Segment, Segments,
-};
+use crate::domain::execution::{shards, ByteRange, LatencyHistogram, Segment};
 use crate::domain::request_line::{parse_request, LineError};
 use crate::domain::{
-    BatchError, BatchErrors, BatchId, BatchPatch, BatchStatus, FileId, FileObject, FilePurpose,
-    TenantId, Transition,
+    BatchError, BatchErrors, BatchId, BatchPatch, BatchStatus, FileId, TenantId, Transition,
 };
 use crate::fault::crash_point;
 use crate::queue::WorkItem;
-use crate::store::files::FileRecord;
-use crate::store::{BatchRecord, CommitOutcome, SegmentCommit, TransitionOutcome};
+use crate::store::{BatchRecord, CommitOutcome, SegmentCommit};
 use crate::upstream::{usage_of, Execution, Outcome, OutputLine};
 
 /// Leave this much of an invocation for writing parts and committing.
@@ -40,21 +35,25 @@ const FINISH_MARGIN: Duration = Duration::from_secs(10);
 const CANCEL_POLL: Duration = Duration::from_secs(1);
 
 /// The input file of a running batch.
-struct Input {
-    blob_key: String,
-    bytes: u64,
+pub(super) struct Input {
+    pub(super) blob_key: String,
+    pub(super) bytes: u64,
 }
 
 /// One line of a shard, with the byte offsets it spans.
-struct ShardLine {
-    offset: u64,
-    next: u64,
+pub(super) struct ShardLine {
+    pub(super) offset: u64,
+    pub(super) next: u64,
     /// `None` for a blank line: nothing to run, but it is covered all the same.
-    request: Option<Vec<u8>>,
+    pub(super) request: Option<Vec<u8>>,
 }
 
 impl Worker {
-    async fn input_of(&self, record: &BatchRecord, now: i64) -> Result<Option<Input>, WorkerError> {
+    pub(super) async fn input_of(
+        &self,
+        record: &BatchRecord,
+        now: i64,
+    ) -> Result<Option<Input>, WorkerError> {
         let Some(file_id) = FileId::parse(&record.batch.input_file_id) else {
             return Ok(None);
         };
@@ -327,7 +326,7 @@ impl Worker {
 
     /// The lines of the shard from `start` (at most `segment_lines`), and where
     /// reading stopped when no line of this shard was found.
-    async fn read_lines(
+    pub(super) async fn read_lines(
         &self,
         input: &Input,
         start: u64,
@@ -401,359 +400,12 @@ impl Worker {
         AbortOnDrop(task.abort_handle())
     }
 
-    /// `in_progress` → `finalizing` → `completed`, with the output and error files.
-    pub(super) async fn finalize(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-    ) -> Result<(), WorkerError> {
-        let now = self.clock.now_secs();
-        let Some(record) = self.batches.get(tenant, id, now).await? else {
-            return Ok(());
-        };
-        match record.batch.status {
-            BatchStatus::InProgress => {
-                let counts = record.batch.request_counts;
-                if counts.completed + counts.failed < counts.total {
-                    if is_expired(&record, now) {
-                        return self.expire(tenant, id).await;
-                    }
-                    return Ok(()); // not every line is done yet
-                }
-                let begin =
-                    Transition::new(&[BatchStatus::InProgress], BatchStatus::Finalizing, now);
-                if !matches!(
-                    self.batches.transition(tenant, id, begin, now).await?,
-                    TransitionOutcome::Applied(_)
-                ) {
-                    return Ok(());
-                }
-            }
-            BatchStatus::Finalizing => {} // a finalization that crashed: do it again
-            // Ended already; a crash may have left its parts behind.
-            status if status.is_terminal() => {
-                self.delete_parts(tenant, id).await;
-                return Ok(());
-            }
-            _ => return Ok(()),
-        }
-        crash_point("after_finalizing");
-        let Some(sealed) = self.ledger.seal(tenant, id, now).await? else {
-            return Ok(());
-        };
-        crash_point("after_seal");
-        self.end_batch(
-            &sealed,
-            BatchStatus::Finalizing,
-            BatchStatus::Completed,
-            None,
-        )
-        .await
-    }
-
-    /// The last step of every ending: assemble the files from the sealed
-    /// record, make the final transition, emit the metrics, delete the parts.
-    async fn end_batch(
-        &self,
-        sealed: &BatchRecord,
-        from: BatchStatus,
-        to: BatchStatus,
-        expired: Option<&Input>,
-    ) -> Result<(), WorkerError> {
-        let (tenant, Some(id)) = (&sealed.tenant, BatchId::parse(&sealed.batch.id)) else {
-            return Ok(());
-        };
-        // Read after the seal: these are final.
-        let segments = self
-            .ledger
-            .segments(tenant, &id, self.clock.now_secs())
-            .await?;
-        let Some(patch) = self.assemble(sealed, &segments, expired).await? else {
-            return Ok(());
-        };
-        crash_point(match to {
-            BatchStatus::Cancelled => "finish_cancel_before_cancelled",
-            _ => "before_completed",
-        });
-        let from: &'static [BatchStatus] = match from {
-            BatchStatus::Finalizing => &[BatchStatus::Finalizing],
-            BatchStatus::Cancelling => &[BatchStatus::Cancelling],
-            _ => &[BatchStatus::InProgress],
-        };
-        let now = self.clock.now_secs();
-        let done = Transition {
-            patch,
-            ..Transition::new(from, to, now)
-        };
-        let outcome = self.batches.transition(tenant, &id, done, now).await?;
-        tracing::info!(batch_id = %id, %tenant, status = %to, outcome = outcome.label(), "batch ended");
-        if matches!(outcome, TransitionOutcome::Applied(_)) {
-            super::metrics::batch_finished(
-                sealed,
-                &segments,
-                to,
-                self.execution.metrics,
-                self.clock.now_micros() / 1000,
-            );
-        }
-        crash_point("before_parts_deleted");
-        self.delete_parts(tenant, &id).await;
-        Ok(())
-    }
-
-    /// The parts of a segment that will never be referenced.
-    async fn delete_blobs(&self, segment: &Segment) {
-        for part in [&segment.output_part, &segment.error_part]
-            .into_iter()
-            .flatten()
-        {
-            if let Err(error) = self.blobs.delete(part).await {
-                tracing::warn!(part, error = %crate::telemetry::ErrorChain(&error), "could not delete an unused part");
-            }
-        }
-    }
-
-    /// The parts are in the files now. Best effort: the bucket's lifecycle
-    /// rule removes anything left behind.
-    async fn delete_parts(&self, tenant: &TenantId, id: &BatchId) {
-        let prefix = format!("batches/{tenant}/{id}/parts/");
-        if let Err(error) = self.blobs.delete_prefix(&prefix).await {
-            tracing::warn!(batch_id = %id, error = %crate::telemetry::ErrorChain(&error), "could not delete result parts");
-        }
-    }
-
-    /// `cancelling` → `cancelled`, with the results committed before the seal.
-    pub(super) async fn finish_cancel(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-    ) -> Result<(), WorkerError> {
-        let now = self.clock.now_secs();
-        let Some(record) = self.batches.get(tenant, id, now).await? else {
-            return Ok(());
-        };
-        if record.batch.status != BatchStatus::Cancelling {
-            return Ok(());
-        }
-        // No commit lands after the seal: what it holds is the partial result.
-        let Some(sealed) = self.ledger.seal(tenant, id, now).await? else {
-            return Ok(());
-        };
-        crash_point("finish_cancel_after_seal");
-        self.end_batch(
-            &sealed,
-            BatchStatus::Cancelling,
-            BatchStatus::Cancelled,
-            None,
-        )
-        .await
-    }
-
-    /// Joins the committed parts, in input order, into the output and error
-    /// files. Deterministic names and ids, so doing it twice gives the same files.
-    async fn assemble(
-        &self,
-        record: &BatchRecord,
-        segments: &Segments,
-        expired: Option<&Input>,
-    ) -> Result<Option<BatchPatch>, WorkerError> {
-        let mut patch = BatchPatch::default();
-        let counts = segments
-            .values()
-            .fold((0, 0), |(c, f), s| (c + s.completed, f + s.failed));
-        let expired_lines = match expired {
-            Some(input) => self.expired_lines(record, segments, input, None).await?,
-            None => 0,
-        };
-        patch.request_counts = Some(crate::domain::RequestCounts {
-            total: record.batch.request_counts.total,
-            completed: counts.0,
-            failed: counts.1 + expired_lines,
-        });
-        for kind in ResultFile::ALL {
-            let parts: Vec<&String> = segments
-                .values()
-                .filter_map(|s| match kind {
-                    ResultFile::Output => s.output_part.as_ref(),
-                    ResultFile::Error => s.error_part.as_ref(),
-                })
-                .collect();
-            let with_expired = kind == ResultFile::Error && expired_lines > 0;
-            if parts.is_empty() && !with_expired {
-                continue;
-            }
-            let file_id = record.instance().result_file_id(kind);
-            let blob_key = crate::files::file_key(&record.tenant, &file_id);
-            let now = self.clock.now_secs();
-            if self
-                .files
-                .get_file(&record.tenant, &file_id, now)
-                .await?
-                .is_none()
-            {
-                let mut writer = self.blobs.create(&blob_key).await?;
-                let mut chunk = vec![0u8; 256 * 1024];
-                for part in parts {
-                    let Some(mut reader) = self.blobs.open(part).await? else {
-                        writer.abort().await;
-                        return self.part_missing(record, part).await;
-                    };
-                    loop {
-                        let read = reader.read(&mut chunk).await?;
-                        if read == 0 {
-                            break;
-                        }
-                        writer.write(Bytes::copy_from_slice(&chunk[..read])).await?;
-                    }
-                }
-                if let (true, Some(input)) = (with_expired, expired) {
-                    self.expired_lines(record, segments, input, Some(&mut writer))
-                        .await?;
-                }
-                let bytes = writer.finish().await?;
-                crash_point(match kind {
-                    ResultFile::Output => "after_output_blob_written",
-                    ResultFile::Error => "after_error_blob_written",
-                });
-                let file = FileRecord {
-                    tenant: record.tenant.clone(),
-                    file: FileObject {
-                        id: file_id.to_string(),
-                        object: Default::default(),
-                        bytes,
-                        created_at: now,
-                        expires_at: record
-                            .output_expires_after
-                            .as_ref()
-                            .map(|e| now + e.seconds),
-                        filename: format!("{}_{}.jsonl", record.batch.id, kind.as_str()),
-                        purpose: FilePurpose::BatchOutput,
-                        status: "processed".into(),
-                        status_details: None,
-                    },
-                    blob_key,
-                    created_us: self.clock.now_micros(),
-                };
-                if let Err(error) = self.files.create_file(&file).await {
-                    // Another finalizer of the same batch may have just created it.
-                    if self
-                        .files
-                        .get_file(&record.tenant, &file_id, now)
-                        .await?
-                        .is_none()
-                    {
-                        return Err(error.into());
-                    }
-                }
-            }
-            crash_point(match kind {
-                ResultFile::Output => "after_output_file_created",
-                ResultFile::Error => "after_error_file_created",
-            });
-            match kind {
-                ResultFile::Output => patch.output_file_id = Some(file_id.to_string()),
-                ResultFile::Error => patch.error_file_id = Some(file_id.to_string()),
-            }
-        }
-        Ok(Some(patch))
-    }
-
-    /// A part vanishes when a racing finalizer finished first and deleted the
-    /// parts: then there is nothing left to do. Otherwise it is an error.
-    async fn part_missing(
-        &self,
-        record: &BatchRecord,
-        part: &str,
-    ) -> Result<Option<BatchPatch>, WorkerError> {
-        let id = BatchId::parse(&record.batch.id);
-        let now = self.clock.now_secs();
-        let current = match &id {
-            Some(id) => self.batches.get(&record.tenant, id, now).await?,
-            None => None,
-        };
-        if current.is_none_or(|c| c.batch.status.is_terminal()) {
-            return Ok(None);
-        }
-        Err(WorkerError::Read(std::io::Error::other(format!(
-            "result part {part} is missing"
-        ))))
-    }
-
-    /// The request lines no committed segment covers, written (when `sink` is
-    /// given) as `batch_expired` error lines; returns how many there are.
-    async fn expired_lines(
-        &self,
-        record: &BatchRecord,
-        segments: &Segments,
-        input: &Input,
-        mut sink: Option<&mut Box<dyn crate::files::BlobWriter>>,
-    ) -> Result<u64, WorkerError> {
-        let expired = Outcome::TransportError {
-            code: "batch_expired",
-            message: "This request could not be executed before the completion window expired."
-                .to_string(),
-        };
-        let mut count = 0;
-        for gap in gaps(segments, input.bytes) {
-            let mut at = gap.start;
-            while at < gap.end {
-                let (lines, _) = self.read_lines(input, at, gap.end).await?;
-                let Some(last) = lines.last() else { break };
-                at = last.next;
-                let mut buffer = Vec::new();
-                for line in &lines {
-                    let Some(request) = &line.request else {
-                        continue;
-                    };
-                    count += 1;
-                    if sink.is_some() {
-                        let custom_id = parse_request(request)
-                            .map(|r| r.custom_id)
-                            .unwrap_or_default();
-                        let id = record.instance().request_id(line.offset);
-                        serde_json::to_writer(
-                            &mut buffer,
-                            &OutputLine::new(&id, &custom_id, &expired),
-                        )
-                        .map_err(std::io::Error::other)?;
-                        buffer.push(b'\n');
-                    }
-                }
-                if let Some(writer) = sink.as_mut() {
-                    writer.write(Bytes::from(buffer)).await?;
-                }
-            }
-        }
-        Ok(count)
-    }
-
-    /// Past `expires_at`: the batch ends `expired`, its finished lines in the
-    /// output and error files, every unfinished one a `batch_expired` error line.
-    pub(super) async fn expire(&self, tenant: &TenantId, id: &BatchId) -> Result<(), WorkerError> {
-        let now = self.clock.now_secs();
-        let Some(record) = self.batches.get(tenant, id, now).await? else {
-            return Ok(());
-        };
-        if record.batch.status != BatchStatus::InProgress || !is_expired(&record, now) {
-            return Ok(());
-        }
-        let Some(input) = self.input_of(&record, now).await? else {
-            return self.fail_input_deleted(tenant, id).await;
-        };
-        let Some(sealed) = self.ledger.seal(tenant, id, now).await? else {
-            return Ok(());
-        };
-        self.end_batch(
-            &sealed,
-            BatchStatus::InProgress,
-            BatchStatus::Expired,
-            Some(&input),
-        )
-        .await
-    }
-
     /// A running batch whose input vanished cannot finish: `failed`.
-    async fn fail_input_deleted(&self, tenant: &TenantId, id: &BatchId) -> Result<(), WorkerError> {
+    pub(super) async fn fail_input_deleted(
+        &self,
+        tenant: &TenantId,
+        id: &BatchId,
+    ) -> Result<(), WorkerError> {
         let now = self.clock.now_secs();
         let errors = BatchErrors {
             object: "list".into(),
@@ -832,7 +484,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn is_expired(record: &BatchRecord, now: i64) -> bool {
+pub(super) fn is_expired(record: &BatchRecord, now: i64) -> bool {
     record.batch.expires_at.is_some_and(|at| now >= at)
 }
 
@@ -840,7 +492,7 @@ fn out_of_time(deadline: Option<Instant>, margin: Duration) -> bool {
     deadline.is_some_and(|d| Instant::now() + margin >= d)
 }
 
-fn run_shard(tenant: &TenantId, id: &BatchId, shard: ByteRange) -> WorkItem {
+pub(super) fn run_shard(tenant: &TenantId, id: &BatchId, shard: ByteRange) -> WorkItem {
     WorkItem::RunShard {
         tenant: tenant.clone(),
         batch_id: id.to_string(),
@@ -849,7 +501,7 @@ fn run_shard(tenant: &TenantId, id: &BatchId, shard: ByteRange) -> WorkItem {
     }
 }
 
-fn finalize(tenant: &TenantId, id: &BatchId) -> WorkItem {
+pub(super) fn finalize(tenant: &TenantId, id: &BatchId) -> WorkItem {
     WorkItem::Finalize {
         tenant: tenant.clone(),
         batch_id: id.to_string(),
