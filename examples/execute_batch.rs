@@ -181,7 +181,7 @@ async fn ours(upstream: UpstreamClient, args: &Args) -> Result<u64, Box<dyn std:
     queue
         .enqueue(&WorkItem::ValidateBatch {
             tenant: tenant.clone(),
-            batch_id: id.to_string(),
+            batch_id: id.clone(),
         })
         .await?;
     // At most `workers` items at a time, as that many Lambda invocations would.

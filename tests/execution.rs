@@ -896,7 +896,7 @@ async fn given_a_shard_whose_worker_died_then_reconcile_re_enqueues_it_once_its_
     };
     let key = ShardKey {
         tenant: tenant.clone(),
-        batch: lambda_batches::domain::BatchId::parse(batch_id).expect("batch id"),
+        batch: batch_id.clone(),
         shard: lambda_batches::domain::execution::ByteRange {
             start: *start,
             end: *end,

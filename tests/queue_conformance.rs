@@ -18,7 +18,8 @@ suite!(
 
 fn every_kind() -> Vec<WorkItem> {
     let tenant = TenantId::parse("acme").expect("tenant");
-    let batch_id = "batch_0123456789abcdef0123456789abcdef".to_string();
+    let batch_id = lambda_batches::domain::BatchId::parse("batch_0123456789abcdef0123456789abcdef")
+        .expect("batch id");
     vec![
         WorkItem::ValidateBatch {
             tenant: tenant.clone(),

@@ -276,7 +276,7 @@ async fn given_tenant_a_input_file_then_a_batch_of_tenant_b_cannot_use_it(backen
     for (tenant, batch_id) in [("a", &a_batch), ("b", &b_batch)] {
         let item = WorkItem::ValidateBatch {
             tenant: TenantId::parse(tenant).unwrap(),
-            batch_id: batch_id.clone(),
+            batch_id: lambda_batches::domain::BatchId::parse(batch_id).unwrap(),
         };
         worker.handle(&item).await.unwrap();
     }

@@ -20,6 +20,10 @@ use serde_json::{json, Value};
 
 const BATCH_ID: &str = "batch_73f05e2ad4e9789a1deca236903d4b08";
 
+fn batch_id() -> lambda_batches::domain::BatchId {
+    lambda_batches::domain::BatchId::parse(BATCH_ID).expect("batch id")
+}
+
 fn sample(name: &str) -> String {
     let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -52,7 +56,7 @@ fn given_the_insert_of_a_validating_batch_when_read_from_the_stream_then_it_asks
         work_for(&record),
         Some(WorkItem::ValidateBatch {
             tenant: default_tenant(),
-            batch_id: BATCH_ID.into()
+            batch_id: batch_id()
         })
     );
 }
@@ -66,7 +70,7 @@ fn given_a_batch_turning_cancelling_when_read_from_the_stream_then_it_asks_to_fi
         work_for(&record),
         Some(WorkItem::FinishCancel {
             tenant: default_tenant(),
-            batch_id: BATCH_ID.into()
+            batch_id: batch_id()
         })
     );
 }
@@ -77,7 +81,7 @@ fn given_the_sqs_sample_then_its_body_is_exactly_what_the_stream_handler_enqueue
     let item: WorkItem = serde_json::from_str(&body).expect("the body is a WorkItem");
     let expected = WorkItem::ValidateBatch {
         tenant: default_tenant(),
-        batch_id: BATCH_ID.into(),
+        batch_id: batch_id(),
     };
 
     assert_eq!(item, expected);
@@ -129,7 +133,7 @@ async fn given_each_sample_when_handled_then_it_reaches_the_handler_for_its_trig
         enqueued.try_recv().ok(),
         Some(WorkItem::ValidateBatch {
             tenant: default_tenant(),
-            batch_id: BATCH_ID.into()
+            batch_id: batch_id()
         })
     );
     let answer = handle("worker_stream_cancel.json").await;
@@ -138,7 +142,7 @@ async fn given_each_sample_when_handled_then_it_reaches_the_handler_for_its_trig
         enqueued.try_recv().ok(),
         Some(WorkItem::FinishCancel {
             tenant: default_tenant(),
-            batch_id: BATCH_ID.into()
+            batch_id: batch_id()
         })
     );
 

@@ -73,7 +73,7 @@ pub async fn create(
                 &state,
                 WorkItem::ValidateBatch {
                     tenant: record.tenant.clone(),
-                    batch_id: record.batch.id.clone(),
+                    batch_id: id.clone(),
                 },
             )
             .await;
@@ -190,7 +190,7 @@ pub async fn cancel(
                 &state,
                 WorkItem::FinishCancel {
                     tenant: tenant.clone(),
-                    batch_id: id.to_string(),
+                    batch_id: id.clone(),
                 },
             )
             .await;

@@ -294,7 +294,8 @@ pub const COMPLETION_WINDOW_SECS: i64 = 24 * 60 * 60;
 /// Ids we issue are `batch_` + 32 hex digits. Anything outside a looser shape is
 /// unknown by construction, so it is answered 404 without a storage round trip
 /// (and cannot reach DynamoDB's 1 KB key limit).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct BatchId(String);
 
 impl BatchId {
@@ -314,6 +315,20 @@ impl BatchId {
 
     pub(crate) fn from_trusted(value: String) -> Self {
         Self(value)
+    }
+}
+
+impl TryFrom<String> for BatchId {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or_else(|| format!("not a batch id: {value:?}"))
+    }
+}
+
+impl From<BatchId> for String {
+    fn from(id: BatchId) -> Self {
+        id.0
     }
 }
 

@@ -6,7 +6,7 @@ pub mod sqs;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::TenantId;
+use crate::domain::{BatchId, TenantId};
 
 /// One unit of batch work. Handling any item twice is harmless: every step it
 /// takes is a conditional write guarded by the status it expects.
@@ -14,19 +14,19 @@ use crate::domain::TenantId;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WorkItem {
     /// Check the input file of a `validating` batch.
-    ValidateBatch { tenant: TenantId, batch_id: String },
+    ValidateBatch { tenant: TenantId, batch_id: BatchId },
     /// Bring a `cancelling` batch to `cancelled`, with its partial results.
-    FinishCancel { tenant: TenantId, batch_id: String },
+    FinishCancel { tenant: TenantId, batch_id: BatchId },
     /// Run the request lines of one shard (bytes `start..end` of the input)
     /// that no committed segment covers yet.
     RunShard {
         tenant: TenantId,
-        batch_id: String,
+        batch_id: BatchId,
         start: u64,
         end: u64,
     },
     /// Assemble the output and error files of a batch whose every line is done.
-    Finalize { tenant: TenantId, batch_id: String },
+    Finalize { tenant: TenantId, batch_id: BatchId },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{Worker, WorkerError};
-use crate::domain::{BatchStatus, TenantId};
+use crate::domain::{BatchId, BatchStatus, TenantId};
 use crate::queue::WorkItem;
 use crate::telemetry::ErrorChain;
 
@@ -92,11 +92,9 @@ fn image(item: &serde_dynamo::Item) -> Option<Image> {
 /// The work a table change calls for, if any.
 pub fn work_for(record: &EventRecord) -> Option<WorkItem> {
     let new = image(&record.change.new_image)?;
-    if !new.id.starts_with("batch_") {
-        return None;
-    }
+    let batch_id = BatchId::parse(&new.id)?;
     let old_status = image(&record.change.old_image).map(|old| old.status);
-    let (tenant, batch_id) = (new.tenant, new.id);
+    let tenant = new.tenant;
     match (record.event_name.as_str(), new.status) {
         ("INSERT", BatchStatus::Validating) => Some(WorkItem::ValidateBatch { tenant, batch_id }),
         // A create that took over a purged record arrives as a MODIFY.

@@ -153,7 +153,7 @@ pub fn heartbeat_secs(lease_secs: i64) -> u64 {
 fn run_shard_item(key: &ShardKey) -> WorkItem {
     WorkItem::RunShard {
         tenant: key.tenant.clone(),
-        batch_id: key.batch.to_string(),
+        batch_id: key.batch.clone(),
         start: key.shard.start,
         end: key.shard.end,
     }

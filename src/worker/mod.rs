@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::domain::execution::ByteRange;
-use crate::domain::{BatchId, BatchStatus};
+use crate::domain::BatchStatus;
 use crate::files::{BlobError, BlobStore};
 use crate::queue::{QueueError, WorkItem, WorkQueue};
 use crate::store::files::FileStore;
@@ -38,8 +38,6 @@ pub enum WorkerError {
     Queue(#[from] QueueError),
     #[error("reading the input file failed")]
     Read(#[from] std::io::Error),
-    #[error("work item names an invalid batch id {0:?}")]
-    BadBatchId(String),
 }
 
 /// How batches run: shard and segment sizes, concurrency, retries.
@@ -110,11 +108,9 @@ impl Worker {
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(), WorkerError> {
         match item {
-            WorkItem::ValidateBatch { tenant, batch_id } => {
-                self.validate(tenant, &parse_id(batch_id)?).await
-            }
+            WorkItem::ValidateBatch { tenant, batch_id } => self.validate(tenant, batch_id).await,
             WorkItem::FinishCancel { tenant, batch_id } => {
-                self.finish_cancel(tenant, &parse_id(batch_id)?).await
+                self.finish_cancel(tenant, batch_id).await
             }
             WorkItem::RunShard {
                 tenant,
@@ -126,12 +122,10 @@ impl Worker {
                     start: *start,
                     end: *end,
                 };
-                self.run_leased_shard(tenant, &parse_id(batch_id)?, shard, deadline)
+                self.run_leased_shard(tenant, batch_id, shard, deadline)
                     .await
             }
-            WorkItem::Finalize { tenant, batch_id } => {
-                self.finalize(tenant, &parse_id(batch_id)?).await
-            }
+            WorkItem::Finalize { tenant, batch_id } => self.finalize(tenant, batch_id).await,
         }
     }
 
@@ -193,7 +187,7 @@ impl Worker {
                 }
                 tracing::info!(batch_id = %stuck.id, tenant = %stuck.tenant, %status, "reconciler re-drives stuck batch");
                 crate::fault::crash_point("reconcile_after_claim");
-                let (tenant, batch_id) = (stuck.tenant.clone(), stuck.id.to_string());
+                let (tenant, batch_id) = (stuck.tenant.clone(), stuck.id.clone());
                 match status {
                     BatchStatus::InProgress => {
                         self.redrive_execution(&stuck.tenant, &stuck.id).await?
@@ -236,8 +230,4 @@ impl Worker {
         tracing::info!(blob_key, "bytes of an expired file deleted");
         Ok(())
     }
-}
-
-fn parse_id(batch_id: &str) -> Result<BatchId, WorkerError> {
-    BatchId::parse(batch_id).ok_or_else(|| WorkerError::BadBatchId(batch_id.to_string()))
 }

@@ -495,7 +495,7 @@ fn out_of_time(deadline: Option<Instant>, margin: Duration) -> bool {
 pub(super) fn run_shard(tenant: &TenantId, id: &BatchId, shard: ByteRange) -> WorkItem {
     WorkItem::RunShard {
         tenant: tenant.clone(),
-        batch_id: id.to_string(),
+        batch_id: id.clone(),
         start: shard.start,
         end: shard.end,
     }
@@ -504,6 +504,6 @@ pub(super) fn run_shard(tenant: &TenantId, id: &BatchId, shard: ByteRange) -> Wo
 pub(super) fn finalize(tenant: &TenantId, id: &BatchId) -> WorkItem {
     WorkItem::Finalize {
         tenant: tenant.clone(),
-        batch_id: id.to_string(),
+        batch_id: id.clone(),
     }
 }
