@@ -434,28 +434,50 @@ async fn given_a_create_that_crashed_after_taking_its_slot_then_its_retry_or_the
 /// One usage item per tenant holds the ids of its batches in flight (about 80
 /// bytes each) beside DynamoDB's 400 KB item limit: the DynamoDB store tracks
 /// at most `MAX_TRACKED_BATCHES` per tenant, whatever the quota says, and
-/// refuses the next create with a 429 instead of failing the write.
+/// refuses the next create with a 429 instead of failing the write. The usage
+/// item is staged one short of the bound, each batch with its lines reserved,
+/// as creates and validations would have left it.
 async fn given_more_batches_in_flight_than_one_usage_item_holds_then_the_next_is_429(
     backend: Backend,
 ) {
-    use futures::StreamExt;
-    let bound = lambda_batches::store::dynamodb::MAX_TRACKED_BATCHES;
-    // Only the line quota is set: no batch quota would stop the ids growing.
-    let app = Arc::new(app(backend, lines(10_000_000)).await);
-    let statuses: Vec<StatusCode> = futures::stream::iter(0..bound)
-        .map(|i| {
-            let app = Arc::clone(&app);
-            async move {
-                app.create_as("a", &create_body(&format!("file-{i}")))
-                    .await
-                    .status
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    assert!(statuses.iter().all(|s| *s == StatusCode::OK));
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use lambda_batches::store::dynamodb::{MAX_TRACKED_BATCHES, USAGE_ID};
+    let bound = MAX_TRACKED_BATCHES;
+    let store = fresh_dynamo_store(backend).await;
+    let ids: Vec<String> = (1..bound).map(|i| format!("batch_{i:032x}")).collect();
+    let reservations: Vec<String> = ids.iter().map(|id| format!("{id}=1000000")).collect();
+    store
+        .client()
+        .put_item()
+        .table_name(store.table())
+        .item("tenant", AttributeValue::S("a".into()))
+        .item("id", AttributeValue::S(USAGE_ID.into()))
+        .item("in_flight", AttributeValue::Ss(ids))
+        .item("enqueued", AttributeValue::Ss(reservations))
+        .item(
+            "enqueued_lines",
+            AttributeValue::N((u64::from(bound - 1) * 1_000_000).to_string()),
+        )
+        .send()
+        .await
+        .expect("staged usage item");
+    // Only the line quota is set (and never reached): no batch quota would
+    // stop the ids growing.
+    let quotas = lines(u64::MAX);
+    let shared = Arc::new(store.with_quotas(quotas));
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let stores = TestStores {
+        batches: shared.clone(),
+        files: shared,
+        blobs: Arc::new(LocalBlobStore::open_dir(dir.path()).unwrap()),
+        dynamodb_requests: None,
+        _blob_dir: Some(dir),
+        _store_dir: None,
+    };
+    let app = TestApp::with_stores(stores, tenants(), None);
 
+    let last = app.create_as("a", &create_body("file-last")).await;
+    assert_eq!(last.status, StatusCode::OK, "{}", last.body);
     let refused = app.create_as("a", &create_body("file-next")).await;
 
     let error = refused.expect_error(StatusCode::TOO_MANY_REQUESTS);
