@@ -16,4 +16,5 @@ pub mod queue;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
+pub mod usecase;
 pub mod worker;

@@ -12,13 +12,9 @@ use super::error::ErrorResponse;
 use super::extract::{Body, QueryParams};
 use super::openapi::CreateBatchRequest;
 use super::{ApiError, AppState, ListObjectType};
-use crate::domain::idempotency::random_batch_id;
-use crate::domain::{
-    Batch, BatchId, BatchStatus, CreateBatch, Fingerprint, IdempotencyKey, TenantId, Transition,
-    ValidationError,
-};
-use crate::queue::WorkItem;
-use crate::store::{BatchRecord, CreateOutcome, ListOutcome, TransitionOutcome};
+use crate::domain::{Batch, BatchId, CreateBatch, IdempotencyKey, TenantId, ValidationError};
+use crate::store::ListOutcome;
+use crate::usecase::batches::Created;
 
 /// Set on a create answered from an earlier request with the same key (Stripe's name).
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -49,68 +45,22 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let request = CreateBatch::from_json(&body)?;
     let key = idempotency_key(&headers, request.idempotency_key.as_deref())?;
-    let id = match &key {
-        Some(key) => key.batch_id(&tenant),
-        None => random_batch_id(),
-    };
-    let now_us = state.clock.now_micros();
-    let created_at = now_us.div_euclid(1_000_000);
-    let record = BatchRecord {
-        batch: request.new_batch(&id, created_at),
-        fingerprint: Fingerprint::of(&request),
-        output_expires_after: request.output_expires_after.clone(),
-        created_us: now_us,
-        purge_at: created_at + state.retention_secs,
-        sealed: false,
-        max_concurrency: request.max_concurrency,
-        tenant,
-    };
-    match state.batches.create(&record, created_at).await? {
-        CreateOutcome::Created => {
-            tracing::info!(batch_id = %record.batch.id, tenant = %record.tenant, "batch created");
-            crate::fault::crash_point("after_batch_stored");
-            announce(
-                &state,
-                WorkItem::ValidateBatch {
-                    tenant: record.tenant.clone(),
-                    batch_id: id.clone(),
-                },
-            )
-            .await;
-            Ok(Json(record.batch).into_response())
-        }
-        CreateOutcome::Existing(existing) => match key {
-            Some(_) if existing.fingerprint == record.fingerprint => {
-                let mut response = Json(existing.batch).into_response();
+    Ok(
+        match state
+            .batch_use_cases()
+            .create(tenant, &request, key)
+            .await?
+        {
+            Created::New(batch) => Json(batch).into_response(),
+            Created::Replayed(batch) => {
+                let mut response = Json(batch).into_response();
                 response
                     .headers_mut()
                     .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-                Ok(response)
+                response
             }
-            Some(key) => Err(ApiError::IdempotencyConflict {
-                key: key.to_string(),
-            }),
-            // A random 128-bit id collided: not the client's doing.
-            None => Err(ApiError::Store(crate::store::StoreError::Corrupt(format!(
-                "random batch id {} collided",
-                record.batch.id
-            )))),
         },
-        CreateOutcome::QuotaExceeded(exceeded) => {
-            tracing::info!(tenant = %record.tenant, code = exceeded.code(), "batch refused: quota");
-            Err(exceeded.into())
-        }
-    }
-}
-
-/// Tells the in-process worker about new work. Best effort by design: the
-/// record is already stored, and the reconciler re-drives anything this misses.
-async fn announce(state: &AppState, item: WorkItem) {
-    if let Some(queue) = &state.work {
-        if let Err(error) = queue.enqueue(&item).await {
-            tracing::warn!(error = %crate::telemetry::ErrorChain(&error), ?item, "could not announce work; the reconciler will pick it up");
-        }
-    }
+    )
 }
 
 /// The key may come in the body (llama-stack, the OpenAI SDK's `extra_body`) or
@@ -177,40 +127,7 @@ pub async fn cancel(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Batch>, ApiError> {
     let id = batch_id(path)?;
-    let now = state.clock.now_secs();
-    match state
-        .batches
-        .transition(&tenant, &id, Transition::cancel(now), now)
-        .await?
-    {
-        TransitionOutcome::Applied(batch) => {
-            tracing::info!(batch_id = %id, tenant = %tenant, "batch cancelling");
-            crate::fault::crash_point("after_cancelling_stored");
-            announce(
-                &state,
-                WorkItem::FinishCancel {
-                    tenant: tenant.clone(),
-                    batch_id: id.clone(),
-                },
-            )
-            .await;
-            Ok(Json(*batch))
-        }
-        // Cancelling twice is not an error: the first cancel already won.
-        TransitionOutcome::Refused(batch)
-            if matches!(
-                batch.status,
-                BatchStatus::Cancelling | BatchStatus::Cancelled
-            ) =>
-        {
-            Ok(Json(*batch))
-        }
-        TransitionOutcome::Refused(batch) => Err(ApiError::CannotCancel {
-            id: id.to_string(),
-            status: batch.status,
-        }),
-        TransitionOutcome::NotFound => Err(ApiError::BatchNotFound(id.to_string())),
-    }
+    Ok(Json(state.batch_use_cases().cancel(&tenant, &id).await?))
 }
 
 fn batch_id(path: Result<Path<String>, PathRejection>) -> Result<BatchId, ApiError> {

@@ -12,6 +12,7 @@ use crate::domain::{BatchStatus, QuotaExceeded, ValidationError};
 use crate::files::BlobError;
 use crate::store::StoreError;
 use crate::telemetry::ErrorChain;
+use crate::usecase::batches::BatchesError;
 
 /// A quota frees up only as batches finish, which takes minutes: a client
 /// retrying sooner would only be refused again.
@@ -188,5 +189,20 @@ impl IntoResponse for ApiError {
                 .insert("retry-after", HeaderValue::from(secs));
         }
         response
+    }
+}
+
+impl From<BatchesError> for ApiError {
+    fn from(error: BatchesError) -> Self {
+        match error {
+            BatchesError::NotFound(id) => Self::BatchNotFound(id.to_string()),
+            BatchesError::IdempotencyConflict { key } => Self::IdempotencyConflict { key },
+            BatchesError::CannotCancel { id, status } => Self::CannotCancel {
+                id: id.to_string(),
+                status,
+            },
+            BatchesError::Quota(exceeded) => Self::Quota(exceeded),
+            BatchesError::Store(error) => Self::Store(error),
+        }
     }
 }

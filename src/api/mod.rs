@@ -37,6 +37,7 @@ use crate::files::BlobStore;
 use crate::queue::WorkQueue;
 use crate::store::files::FileStore;
 use crate::store::BatchStore;
+use crate::usecase::batches::Batches;
 
 /// Everything a handler needs, built once at start-up.
 #[derive(Clone)]
@@ -55,6 +56,17 @@ pub struct AppState {
     pub file_settings: FileSettings,
     /// API requests handled at once; the excess is shed with a 503, not queued.
     pub max_in_flight_requests: usize,
+}
+
+impl AppState {
+    pub fn batch_use_cases(&self) -> Batches<'_> {
+        Batches {
+            store: self.batches.as_ref(),
+            work: self.work.as_deref(),
+            clock: self.clock.as_ref(),
+            retention_secs: self.retention_secs,
+        }
+    }
 }
 
 /// How the file endpoints treat content.

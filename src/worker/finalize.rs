@@ -10,6 +10,7 @@ use crate::store::{BatchRecord, TransitionOutcome};
 
 impl Worker {
     /// `in_progress` → `finalizing` → `completed`, with the output and error files.
+    #[tracing::instrument(skip_all)]
     pub(super) async fn finalize(
         &self,
         tenant: &TenantId,
@@ -131,6 +132,7 @@ impl Worker {
     }
 
     /// `cancelling` → `cancelled`, with the results committed before the seal.
+    #[tracing::instrument(skip_all)]
     pub(super) async fn finish_cancel(
         &self,
         tenant: &TenantId,
@@ -159,6 +161,7 @@ impl Worker {
 
     /// Past `expires_at`: the batch ends `expired`, its finished lines in the
     /// output and error files, every unfinished one a `batch_expired` error line.
+    #[tracing::instrument(skip_all)]
     async fn expire(&self, tenant: &TenantId, id: &BatchId) -> Result<(), WorkerError> {
         let now = self.clock.now_secs();
         let Some(record) = self.batches.get(tenant, id, now).await? else {

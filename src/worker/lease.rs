@@ -33,6 +33,7 @@ impl Drop for Heartbeat {
 impl Worker {
     /// Runs a shard under its lease. A shard whose lease another live worker
     /// holds is being run: the message is dropped.
+    #[tracing::instrument(skip_all)]
     pub(super) async fn run_leased_shard(
         &self,
         tenant: &TenantId,

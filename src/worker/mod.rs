@@ -133,6 +133,7 @@ impl Worker {
     /// them), and batches whose status has not moved for `stuck_after_secs`:
     /// the start of work lost between a create and its announcement, a crashed
     /// worker, or an expired message. Returns how many it re-drove.
+    #[tracing::instrument(skip_all)]
     pub async fn reconcile(&self) -> Result<usize, WorkerError> {
         let now = self.clock.now_secs();
         let shards = self.take_over_leases(now, RECONCILE_PAGE, true).await?;
@@ -149,6 +150,7 @@ impl Worker {
     /// Re-drives every unfinished batch at once: for a process that owns its
     /// store (the local server on its data directory), whose start means that
     /// nobody runs any of them. Returns how many it re-drove.
+    #[tracing::instrument(skip_all)]
     pub async fn resume_unfinished(&self) -> Result<usize, WorkerError> {
         let now = self.clock.now_secs();
         // Every lease is a dead process's: hand them all to the queue, so the

@@ -69,6 +69,7 @@ impl Worker {
 
     /// After validation: one work item per shard (or straight to the files for
     /// an input without requests).
+    #[tracing::instrument(skip_all)]
     pub(super) async fn start_execution(
         &self,
         tenant: &TenantId,
@@ -428,6 +429,7 @@ impl Worker {
     }
 
     /// A stuck running batch: every shard that still has lines goes back on the queue.
+    #[tracing::instrument(skip_all)]
     pub(super) async fn redrive_execution(
         &self,
         tenant: &TenantId,

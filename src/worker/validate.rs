@@ -16,6 +16,7 @@ use crate::store::TransitionOutcome;
 const CHUNK_BYTES: usize = 256 * 1024;
 
 impl Worker {
+    #[tracing::instrument(skip_all)]
     pub(super) async fn validate(
         &self,
         tenant: &TenantId,
