@@ -13,6 +13,8 @@ use crate::files::BlobError;
 use crate::store::StoreError;
 use crate::telemetry::ErrorChain;
 use crate::usecase::batches::BatchesError;
+use crate::usecase::files::FilesError;
+use crate::usecase::ingest::IngestError;
 
 /// A quota frees up only as batches finish, which takes minutes: a client
 /// retrying sooner would only be refused again.
@@ -204,5 +206,25 @@ impl From<BatchesError> for ApiError {
             BatchesError::Quota(exceeded) => Self::Quota(exceeded),
             BatchesError::Store(error) => Self::Store(error),
         }
+    }
+}
+
+impl From<FilesError> for ApiError {
+    fn from(error: FilesError) -> Self {
+        match error {
+            FilesError::Invalid(error) => Self::Invalid(error),
+            FilesError::UploadNotFound(id) => Self::UploadNotFound(id),
+            FilesError::UploadNotPending { id, status, action } => {
+                Self::UploadNotPending { id, status, action }
+            }
+            FilesError::Blob(error) => Self::Blob(error),
+            FilesError::Store(error) => Self::Store(error),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        FilesError::from(error).into()
     }
 }

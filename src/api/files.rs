@@ -15,16 +15,15 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorResponse;
 use super::extract::QueryParams;
-use super::ingest::{multipart_error, text_field, Expected, FormData, Ingest};
+use super::ingest::{multipart_error, text_field, FormData};
 use super::openapi::{BinaryContent, CreateFileForm, ListOrder};
 use super::{ApiError, AppState, ListObjectType};
 use crate::domain::file::FileObjectType;
-use crate::domain::upload::{
-    check_filename, file_expires_at, parse_upload_purpose, ExpiresAfter, MAX_FILE_BYTES,
-};
+use crate::domain::upload::{check_filename, parse_upload_purpose, ExpiresAfter, MAX_FILE_BYTES};
 use crate::domain::{FileId, FileObject, FilePurpose, TenantId, ValidationError};
-use crate::files::file_key;
-use crate::store::files::{FileListOutcome, FileQuery, FileRecord, SortOrder};
+use crate::store::files::{FileListOutcome, FileQuery, SortOrder};
+use crate::usecase::files::{FileDetails, NewFile};
+use crate::usecase::ingest::Ingest;
 
 /// The body limit of `POST /v1/files`: OpenAI's 512 MB file limit plus room
 /// for the form around it. Batch files stop at 200 MB by their own check.
@@ -85,10 +84,9 @@ pub async fn create(
     Extension(tenant): Extension<TenantId>,
     FormData(mut multipart): FormData,
 ) -> Result<Json<FileObject>, ApiError> {
-    let id = FileId::random();
-    let blob_key = file_key(&tenant, &id);
+    let files = state.file_use_cases();
     let mut form = Form::default();
-    let mut file: Option<(Ingest, String)> = None;
+    let mut file: Option<(NewFile, String)> = None;
     // The first client mistake; the rest of the form is then only drained.
     let mut failure: Option<ApiError> = None;
 
@@ -97,8 +95,8 @@ pub async fn create(
             Ok(Some(field)) => field,
             Ok(None) => break,
             Err(error) => {
-                if let Some((ingest, _)) = file {
-                    ingest.abort().await;
+                if let Some((new, _)) = file {
+                    new.ingest.abort().await;
                 }
                 return Err(multipart_error(error, MAX_UPLOAD_BODY_BYTES));
             }
@@ -127,23 +125,15 @@ pub async fn create(
                             .purpose
                             .as_deref()
                             .and_then(|p| parse_upload_purpose(p).ok());
-                        let mut ingest = Ingest::start(
-                            state.blobs.as_ref(),
-                            &blob_key,
-                            purpose,
-                            state.file_settings.batch_file_limits,
-                            Expected::default(),
-                            "file",
-                        )
-                        .await?;
-                        let streamed = stream_field(field, &mut ingest).await;
+                        let mut new = files.begin_file(&tenant, purpose, "file").await?;
+                        let streamed = stream_field(field, &mut new.ingest).await;
                         match streamed {
                             Ok(()) => {
-                                file = Some((ingest, filename));
+                                file = Some((new, filename));
                                 Ok(())
                             }
                             Err(error) => {
-                                ingest.abort().await;
+                                new.ingest.abort().await;
                                 Err(error)
                             }
                         }
@@ -159,8 +149,8 @@ pub async fn create(
             Err(error @ ApiError::Invalid(_)) => failure = Some(error),
             // Too large (nothing more can be read) or our own failure: answer now.
             Err(other) => {
-                if let Some((ingest, _)) = file {
-                    ingest.abort().await;
+                if let Some((new, _)) = file {
+                    new.ingest.abort().await;
                 }
                 return Err(other);
             }
@@ -174,54 +164,21 @@ pub async fn create(
     let (purpose, expires_after) = match checked {
         Ok(values) => values,
         Err(error) => {
-            if let Some((ingest, _)) = file {
-                ingest.abort().await;
+            if let Some((new, _)) = file {
+                new.ingest.abort().await;
             }
             return Err(error);
         }
     };
-    let Some((mut ingest, filename)) = file else {
+    let Some((new, filename)) = file else {
         return Err(ValidationError::missing("file").into());
     };
-    ingest.set_purpose(purpose);
-    let bytes = ingest.finish().await?;
-
-    let created_us = state.clock.now_micros();
-    let created_at = created_us.div_euclid(1_000_000);
-    let record = FileRecord {
-        tenant,
-        file: FileObject {
-            id: id.to_string(),
-            object: Default::default(),
-            bytes,
-            created_at,
-            expires_at: file_expires_at(purpose, expires_after, created_at),
-            filename,
-            purpose,
-            status: "processed".to_string(),
-            status_details: None,
-        },
-        blob_key,
-        created_us,
+    let details = FileDetails {
+        filename,
+        purpose,
+        expires_after,
     };
-    store_file_record(&state, &record).await?;
-    tracing::info!(file_id = %id, tenant = %record.tenant, bytes, %purpose, "file uploaded");
-    Ok(Json(record.file))
-}
-
-/// Writes the record of a file whose bytes are stored; without the record the
-/// bytes would be unreachable, so a failed write removes them.
-pub(super) async fn store_file_record(
-    state: &AppState,
-    record: &FileRecord,
-) -> Result<(), ApiError> {
-    if let Err(error) = state.files.create_file(record).await {
-        if let Err(cleanup) = state.blobs.delete(&record.blob_key).await {
-            tracing::warn!(key = %record.blob_key, error = %crate::telemetry::ErrorChain(&cleanup), "could not remove the bytes of an unrecorded file");
-        }
-        return Err(error.into());
-    }
-    Ok(())
+    Ok(Json(files.finish_file(tenant, new, details).await?))
 }
 
 async fn stream_field(

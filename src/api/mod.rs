@@ -38,6 +38,7 @@ use crate::queue::WorkQueue;
 use crate::store::files::FileStore;
 use crate::store::BatchStore;
 use crate::usecase::batches::Batches;
+use crate::usecase::files::Files;
 
 /// Everything a handler needs, built once at start-up.
 #[derive(Clone)]
@@ -59,6 +60,16 @@ pub struct AppState {
 }
 
 impl AppState {
+    pub fn file_use_cases(&self) -> Files<'_> {
+        Files {
+            files: self.files.as_ref(),
+            blobs: self.blobs.as_ref(),
+            clock: self.clock.as_ref(),
+            retention_secs: self.retention_secs,
+            batch_file_limits: self.file_settings.batch_file_limits,
+        }
+    }
+
     pub fn batch_use_cases(&self) -> Batches<'_> {
         Batches {
             store: self.batches.as_ref(),

@@ -3,3 +3,6 @@
 //! calls one use case and renders its answer.
 
 pub mod batches;
+pub mod files;
+pub mod ingest;
+pub mod uploads;
