@@ -19,7 +19,7 @@ use super::ingest::{multipart_error, text_field, FormData};
 use super::openapi::{BinaryContent, CreateFileForm, ListOrder};
 use super::{ApiError, AppState, ListObjectType};
 use crate::domain::file::FileObjectType;
-use crate::domain::upload::{check_filename, parse_upload_purpose, ExpiresAfter, MAX_FILE_BYTES};
+use crate::domain::new_file::{check_filename, parse_upload_purpose, ExpiresAfter, MAX_FILE_BYTES};
 use crate::domain::{FileId, FileObject, FilePurpose, TenantId, ValidationError};
 use crate::store::files::{FileListOutcome, FileQuery, SortOrder};
 use crate::usecase::files::{FileDetails, NewFile};

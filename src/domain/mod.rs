@@ -9,6 +9,7 @@ pub mod execution;
 pub mod file;
 pub mod idempotency;
 pub mod jsonl;
+pub mod new_file;
 pub mod quota;
 pub mod request_line;
 pub mod tenant;

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use crate::domain::upload::{ExpiresAfter, Upload, UploadId, UploadTransition};
+use crate::domain::new_file::ExpiresAfter;
+use crate::domain::upload::{Upload, UploadId, UploadTransition};
 use crate::domain::{FileId, FileObject, FilePurpose, TenantId};
 
 /// A file as stored: the OpenAI object plus where its bytes are.

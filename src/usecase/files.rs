@@ -3,7 +3,8 @@
 
 use crate::clock::Clock;
 use crate::domain::batch_file::BatchFileLimits;
-use crate::domain::upload::{file_expires_at, ExpiresAfter, UploadStatus};
+use crate::domain::new_file::{file_expires_at, ExpiresAfter};
+use crate::domain::upload::UploadStatus;
 use crate::domain::{FileId, FileObject, FilePurpose, TenantId, ValidationError};
 use crate::files::{file_key, BlobError, BlobStore};
 use crate::store::files::{FileRecord, FileStore};

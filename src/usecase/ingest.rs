@@ -7,7 +7,7 @@ use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
 
 use crate::domain::batch_file::{BatchFileCheck, BatchFileLimits};
-use crate::domain::upload::max_file_bytes;
+use crate::domain::new_file::max_file_bytes;
 use crate::domain::{FilePurpose, ValidationError};
 use crate::files::{BlobError, BlobReader, BlobStore, BlobWriter};
 

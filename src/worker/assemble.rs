@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
-use super::shard::Input;
+use super::input::Input;
 use super::{Worker, WorkerError};
 use crate::domain::execution::{gaps, ResultFile, Segments};
 use crate::domain::request_line::parse_request;

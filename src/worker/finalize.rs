@@ -1,7 +1,8 @@
 //! Ending a batch: sealing its ledger once every line is done (or it was
 //! cancelled or expired), assembling its files and the terminal transition.
 
-use super::shard::{is_expired, Input};
+use super::input::Input;
+use super::shard::is_expired;
 use super::{Worker, WorkerError};
 use crate::domain::execution::Segment;
 use crate::domain::{BatchId, BatchStatus, TenantId, Transition};

@@ -7,6 +7,7 @@
 
 mod assemble;
 mod finalize;
+mod input;
 pub mod lambda;
 mod lease;
 pub mod local;

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::listing::{query_until, Take};
 use super::{dynamo_error, send_guarded, DynamoStore, Guarded, Item};
-use crate::domain::upload::{ExpiresAfter, Upload, UploadId, UploadTransition};
+use crate::domain::new_file::ExpiresAfter;
+use crate::domain::upload::{Upload, UploadId, UploadTransition};
 use crate::domain::{FileId, FileObject, TenantId};
 use crate::store::files::{
     FileListOutcome, FileQuery, FileRecord, FileStore, SortOrder, UploadOutcome, UploadRecord,

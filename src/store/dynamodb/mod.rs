@@ -25,6 +25,7 @@ mod codec;
 mod files;
 mod keys;
 mod leases;
+mod ledger;
 mod listing;
 mod pending;
 mod quota;

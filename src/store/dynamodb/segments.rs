@@ -29,28 +29,23 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use super::codec::from_item;
 use super::{
     attribute, corrupt, dynamo_error, number, number_u64, segment_key, send_guarded, DynamoStore,
     Guarded, Item, MAX_ATTEMPTS,
 };
 use crate::domain::batch::Usage;
-use crate::domain::execution::{chain, ByteRange, Segment, Segments};
+use crate::domain::execution::{chain, Segment, Segments};
 use crate::domain::{BatchId, BatchStatus, TenantId};
-use crate::store::{
-    BatchRecord, CommitOutcome, ExecutionLedger, RunState, SegmentCommit, StoreError,
-};
-use async_trait::async_trait;
-use aws_sdk_dynamodb::types::ReturnValue;
+use crate::store::{CommitOutcome, RunState, SegmentCommit, StoreError};
 
 /// The batch attribute mapping each shard's start to the end of its
 /// committed chain: bounded by the number of shards, not of segments.
 pub(super) const RESUME_POINTS: &str = "resume_points";
 
 /// Where earlier versions kept a batch's segments, inside its item.
-const LEGACY_SEGMENTS: &str = "segments";
+pub(super) const LEGACY_SEGMENTS: &str = "segments";
 
-fn segment_prefix(id: &str) -> String {
+pub(super) fn segment_prefix(id: &str) -> String {
     format!("seg#{id}#")
 }
 
@@ -76,7 +71,7 @@ fn segment_item(
     Ok(item)
 }
 
-fn purge_at(item: &Item) -> Option<i64> {
+pub(super) fn purge_at(item: &Item) -> Option<i64> {
     match item.get("purge_at") {
         Some(AttributeValue::N(n)) => n.parse().ok(),
         _ => None,
@@ -84,7 +79,10 @@ fn purge_at(item: &Item) -> Option<i64> {
 }
 
 /// A segment item's start and segment, unless it belongs to a purged batch.
-fn live_segment(item: Item, now_secs: i64) -> Result<Option<(u64, Segment)>, StoreError> {
+pub(super) fn live_segment(
+    item: Item,
+    now_secs: i64,
+) -> Result<Option<(u64, Segment)>, StoreError> {
     if purge_at(&item).is_none_or(|at| at <= now_secs) {
         return Ok(None);
     }
@@ -98,7 +96,7 @@ fn live_segment(item: Item, now_secs: i64) -> Result<Option<(u64, Segment)>, Sto
 }
 
 /// Each shard's chain end, from a batch item's `resume_points`.
-fn resume_points(item: &Item) -> Result<Vec<(u64, u64)>, StoreError> {
+pub(super) fn resume_points(item: &Item) -> Result<Vec<(u64, u64)>, StoreError> {
     let Some(AttributeValue::M(map)) = item.get(RESUME_POINTS) else {
         return Ok(Vec::new());
     };
@@ -119,7 +117,7 @@ fn resume_points(item: &Item) -> Result<Vec<(u64, u64)>, StoreError> {
 /// Where `shard_start`'s chain ends: its `resume_points` entry or, for a
 /// batch started before segments had items of their own, the end of its
 /// chain among the segments its item holds.
-fn resume_point(item: &Item, shard_start: u64) -> Result<u64, StoreError> {
+pub(super) fn resume_point(item: &Item, shard_start: u64) -> Result<u64, StoreError> {
     if let Some((_, end)) = resume_points(item)?
         .into_iter()
         .find(|(start, _)| *start == shard_start)
@@ -138,7 +136,7 @@ fn has_resume_point(item: &Item, shard_start: u64) -> bool {
 
 /// The segments an item written by an earlier version holds itself, keyed by
 /// zero-padded start: committed under that version's rules, so all count.
-fn legacy_segments(item: &Item) -> Result<Segments, StoreError> {
+pub(super) fn legacy_segments(item: &Item) -> Result<Segments, StoreError> {
     let Some(value) = item.get(LEGACY_SEGMENTS) else {
         return Ok(Segments::new());
     };
@@ -154,14 +152,14 @@ fn legacy_segments(item: &Item) -> Result<Segments, StoreError> {
         .collect()
 }
 
-fn text(item: &Item, name: &str) -> Option<String> {
+pub(super) fn text(item: &Item, name: &str) -> Option<String> {
     match item.get(name) {
         Some(AttributeValue::S(s)) => Some(s.clone()),
         _ => None,
     }
 }
 
-fn run_state_of(item: &Item) -> Result<RunState, StoreError> {
+pub(super) fn run_state_of(item: &Item) -> Result<RunState, StoreError> {
     let status = text(item, "status")
         .and_then(|s| BatchStatus::parse(&s))
         .ok_or_else(|| StoreError::Corrupt("batch item without a status".into()))?;
@@ -170,135 +168,6 @@ fn run_state_of(item: &Item) -> Result<RunState, StoreError> {
 }
 
 impl DynamoStore {
-    /// A strongly consistent read of some attributes of an item, `None` when
-    /// absent or past its `purge_at`. `purge_at` is always read.
-    async fn read_attributes(
-        &self,
-        tenant: &str,
-        id: &str,
-        attributes: &[&str],
-        now_secs: i64,
-    ) -> Result<Option<Item>, StoreError> {
-        let mut names = HashMap::from([("#purge_at".to_string(), "purge_at".to_string())]);
-        let mut projection = vec!["#purge_at".to_string()];
-        for (i, name) in attributes.iter().enumerate() {
-            names.insert(format!("#a{i}"), (*name).to_string());
-            projection.push(format!("#a{i}"));
-        }
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(tenant, id)))
-            .consistent_read(true)
-            .projection_expression(projection.join(", "))
-            .set_expression_attribute_names(Some(names))
-            .send()
-            .await
-            .map_err(|e| dynamo_error("GetItem", e))?;
-        Ok(output
-            .item
-            .filter(|item| purge_at(item).is_some_and(|at| at > now_secs)))
-    }
-
-    pub(super) async fn read_run_state(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        now_secs: i64,
-    ) -> Result<Option<RunState>, StoreError> {
-        self.read_attributes(
-            tenant.as_str(),
-            id.as_str(),
-            &["status", "sealed"],
-            now_secs,
-        )
-        .await?
-        .map(|item| run_state_of(&item))
-        .transpose()
-    }
-
-    pub(super) async fn read_resume_point(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        shard: ByteRange,
-        now_secs: i64,
-    ) -> Result<Option<u64>, StoreError> {
-        let Some(item) = self
-            .read_attributes(
-                tenant.as_str(),
-                id.as_str(),
-                &[RESUME_POINTS, LEGACY_SEGMENTS],
-                now_secs,
-            )
-            .await?
-        else {
-            return Ok(None);
-        };
-        let at = resume_point(&item, shard.start)?;
-        Ok((at < shard.end).then_some(at))
-    }
-
-    /// Every committed segment: each shard's chain up to its resume point,
-    /// from one paged `Query` of the batch's segment items.
-    pub(super) async fn read_segments(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        now_secs: i64,
-    ) -> Result<Segments, StoreError> {
-        let Some(batch) = self
-            .read_attributes(
-                tenant.as_str(),
-                id.as_str(),
-                &[RESUME_POINTS, LEGACY_SEGMENTS],
-                now_secs,
-            )
-            .await?
-        else {
-            return Ok(Segments::new());
-        };
-        let mut written = Segments::new();
-        let mut start_key = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("tenant = :tenant AND begins_with(id, :prefix)")
-                .expression_attribute_values(":tenant", AttributeValue::S(tenant.to_string()))
-                .expression_attribute_values(
-                    ":prefix",
-                    AttributeValue::S(segment_prefix(id.as_str())),
-                )
-                .set_exclusive_start_key(start_key)
-                .send()
-                .await
-                .map_err(|e| dynamo_error("Query", e))?;
-            for item in output.items.unwrap_or_default() {
-                if let Some((start, segment)) = live_segment(item, now_secs)? {
-                    written.insert(start, segment);
-                }
-            }
-            start_key = output.last_evaluated_key.filter(|key| !key.is_empty());
-            if start_key.is_none() {
-                break;
-            }
-        }
-        // A batch started before segments had items of their own: its
-        // item's segments all count, and chains may continue from them.
-        let mut committed = legacy_segments(&batch)?;
-        written.extend(committed.clone());
-        for (shard_start, end) in resume_points(&batch)? {
-            for (start, segment) in chain(&written, shard_start, end) {
-                committed.insert(start, segment.clone());
-            }
-        }
-        Ok(committed)
-    }
-
     /// Step 1: the segment item, unless its start has a live one already.
     /// Returns the winner's segment and usage, and whether it is this commit's.
     async fn put_segment(
@@ -549,77 +418,6 @@ impl DynamoStore {
             .expression_attribute_values(":end", number_u64(end));
         send_guarded(request).await?;
         Ok(())
-    }
-}
-
-#[async_trait]
-impl ExecutionLedger for DynamoStore {
-    async fn commit_segment(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        commit: &SegmentCommit,
-        now_secs: i64,
-    ) -> Result<CommitOutcome, StoreError> {
-        self.commit(tenant, id, commit, now_secs).await
-    }
-
-    async fn segments(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        now_secs: i64,
-    ) -> Result<Segments, StoreError> {
-        self.read_segments(tenant, id, now_secs).await
-    }
-
-    async fn resume_point(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        shard: ByteRange,
-        now_secs: i64,
-    ) -> Result<Option<u64>, StoreError> {
-        self.read_resume_point(tenant, id, shard, now_secs).await
-    }
-
-    async fn run_state(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        now_secs: i64,
-    ) -> Result<Option<RunState>, StoreError> {
-        self.read_run_state(tenant, id, now_secs).await
-    }
-
-    async fn seal(
-        &self,
-        tenant: &TenantId,
-        id: &BatchId,
-        now_secs: i64,
-    ) -> Result<Option<BatchRecord>, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(tenant.as_str(), id.as_str())))
-            .update_expression("SET #sealed = :sealed")
-            .condition_expression("attribute_exists(id) AND purge_at > :now")
-            .expression_attribute_names("#sealed", "sealed")
-            .expression_attribute_values(":sealed", AttributeValue::Bool(true))
-            .expression_attribute_values(":now", number(now_secs))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(output) => Ok(Some(from_item(output.attributes.unwrap_or_default())?)),
-            Err(SdkError::ServiceError(failure))
-                if failure.err().is_conditional_check_failed_exception() =>
-            {
-                Ok(None)
-            }
-            Err(other) => Err(dynamo_error("UpdateItem", other)),
-        }
     }
 }
 
