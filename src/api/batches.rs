@@ -218,8 +218,8 @@ pub async fn list(
         }
         ListOutcome::Page { batches, has_more } => Ok(Json(BatchList {
             object: ListObjectType::List,
-            first_id: batches.first().map(|b| b.id.clone()),
-            last_id: batches.last().map(|b| b.id.clone()),
+            first_id: batches.first().map(|b| b.id.to_string()),
+            last_id: batches.last().map(|b| b.id.to_string()),
             // A page is never empty while more follow: the SDK would stop paging.
             has_more: has_more && !batches.is_empty(),
             data: batches,

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 /// The OpenAI Batch object. Every field is rendered, `null` where unset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Batch {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: BatchId,
     pub object: BatchObjectType,
     pub endpoint: String,
     #[schema(required = true)]
@@ -344,7 +345,7 @@ mod tests {
 
     fn batch(status: BatchStatus) -> Batch {
         Batch {
-            id: "batch_1".into(),
+            id: BatchId::parse("batch_1").unwrap(),
             object: BatchObjectType::Batch,
             endpoint: "/v1/chat/completions".into(),
             errors: None,

@@ -195,7 +195,7 @@ impl CreateBatch {
     /// The batch this request creates: `validating`, with the 24 h window set.
     pub fn new_batch(&self, id: &BatchId, created_at: i64) -> Batch {
         Batch {
-            id: id.to_string(),
+            id: id.clone(),
             object: BatchObjectType::Batch,
             endpoint: self.endpoint.as_str().to_string(),
             errors: None,

@@ -106,7 +106,7 @@ impl BatchRecord {
     /// The listing sort key: newest first by creation, ties broken by id, so a
     /// cursor always names one exact position.
     pub fn created_order(&self) -> String {
-        created_order(self.created_us, &self.batch.id)
+        created_order(self.created_us, self.batch.id.as_str())
     }
 
     pub fn is_live(&self, now_secs: i64) -> bool {
@@ -116,7 +116,7 @@ impl BatchRecord {
     /// This batch as created, which the ids derived from it name.
     pub fn instance(&self) -> BatchInstance<'_> {
         BatchInstance {
-            batch_id: &self.batch.id,
+            batch_id: self.batch.id.as_str(),
             created_us: self.created_us,
         }
     }

@@ -8,7 +8,7 @@ use super::input::Input;
 use super::{Worker, WorkerError};
 use crate::domain::execution::{gaps, ResultFile, Segments};
 use crate::domain::request_line::parse_request;
-use crate::domain::{BatchId, BatchPatch, FileObject, FilePurpose};
+use crate::domain::{BatchPatch, FileObject, FilePurpose};
 use crate::fault::crash_point;
 use crate::store::files::FileRecord;
 use crate::store::BatchRecord;
@@ -131,12 +131,11 @@ impl Worker {
         record: &BatchRecord,
         part: &str,
     ) -> Result<Option<BatchPatch>, WorkerError> {
-        let id = BatchId::parse(&record.batch.id);
         let now = self.clock.now_secs();
-        let current = match &id {
-            Some(id) => self.batches.get(&record.tenant, id, now).await?,
-            None => None,
-        };
+        let current = self
+            .batches
+            .get(&record.tenant, &record.batch.id, now)
+            .await?;
         if current.is_none_or(|c| c.batch.status.is_terminal()) {
             return Ok(None);
         }

@@ -70,9 +70,7 @@ impl Worker {
         to: BatchStatus,
         expired: Option<&Input>,
     ) -> Result<(), WorkerError> {
-        let (tenant, Some(id)) = (&sealed.tenant, BatchId::parse(&sealed.batch.id)) else {
-            return Ok(());
-        };
+        let (tenant, id) = (&sealed.tenant, &sealed.batch.id);
         // Read after the seal: these are final.
         let segments = self
             .ledger

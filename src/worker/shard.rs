@@ -297,9 +297,8 @@ impl Worker {
     /// then sets `stop`. The poll ends when the returned guard is dropped.
     fn watch_for_cancel(&self, record: &BatchRecord, stop: Arc<AtomicBool>) -> AbortOnDrop {
         let (ledger, clock) = (Arc::clone(&self.ledger), Arc::clone(&self.clock));
-        let (tenant, id) = (record.tenant.clone(), BatchId::parse(&record.batch.id));
+        let (tenant, id) = (record.tenant.clone(), record.batch.id.clone());
         let task = tokio::spawn(async move {
-            let Some(id) = id else { return };
             loop {
                 tokio::time::sleep(CANCEL_POLL).await;
                 match ledger.run_state(&tenant, &id, clock.now_secs()).await {

@@ -136,12 +136,12 @@ impl DynamoStore {
         let partial: Vec<String> = batches
             .iter()
             .filter(|listed| !listed.whole)
-            .map(|listed| listed.batch.id.clone())
+            .map(|listed| listed.batch.id.to_string())
             .collect();
         let mut whole = self.batch_get(tenant, &partial).await?;
         let batches = batches
             .into_iter()
-            .map(|listed| match whole.remove(&listed.batch.id) {
+            .map(|listed| match whole.remove(listed.batch.id.as_str()) {
                 Some(item) => Ok(from_item(item)?.batch),
                 // Gone from the table since the index was read (purged): the
                 // index's copy is all there is.

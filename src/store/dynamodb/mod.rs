@@ -201,7 +201,7 @@ impl DynamoStore {
             let existing = match returned {
                 Some(item) => Some(from_item(item)?),
                 None => {
-                    self.get_item(record.tenant.as_str(), &record.batch.id, now_secs)
+                    self.get_item(record.tenant.as_str(), record.batch.id.as_str(), now_secs)
                         .await?
                 }
             };
@@ -308,7 +308,7 @@ impl BatchStore for DynamoStore {
         // The slot first, then the batch: a crash in between leaves a slot
         // without a batch, which a retry of the create (same id) takes over
         // and the reconciler's repair gives back; never a batch over quota.
-        let id = &record.batch.id;
+        let id = record.batch.id.as_str();
         match self.take_slot(&record.tenant, id, now_secs).await? {
             Slot::Refused(usage) => {
                 // A retry of an existing batch is answered as ever, quota or not.

@@ -257,7 +257,7 @@ impl BatchStore for EmbeddedStore {
         now_secs: i64,
     ) -> Result<CreateOutcome, StoreError> {
         let json = to_json(record)?;
-        let (tenant, id) = (record.tenant.to_string(), record.batch.id.clone());
+        let (tenant, id) = (record.tenant.to_string(), record.batch.id.to_string());
         let (created_order, purge_at) = (record.created_order(), record.purge_at);
         let pending_status =
             (!record.batch.status.is_terminal()).then(|| record.batch.status.as_str());
@@ -535,7 +535,7 @@ mod tests {
                     "INSERT INTO batches VALUES (?1, ?2, ?3, ?4, ?5, 'validating', 1)",
                     params![
                         record.tenant.as_str(),
-                        record.batch.id,
+                        record.batch.id.as_str(),
                         record.created_order(),
                         record.purge_at,
                         to_json(record).unwrap()
@@ -547,7 +547,7 @@ mod tests {
 
         let store = EmbeddedStore::open(dir.path()).unwrap();
 
-        let id = BatchId::parse(&older.batch.id).unwrap();
+        let id = older.batch.id.clone();
         assert_eq!(
             store.get(&tenant, &id, 0).await.unwrap(),
             Some(older.clone())
@@ -577,7 +577,7 @@ mod tests {
         running.batch.status = BatchStatus::InProgress;
         running.batch.request_counts.total = 3;
         running.batch.request_counts.completed = 2;
-        let id = BatchId::parse(&running.batch.id).unwrap();
+        let id = running.batch.id.clone();
         {
             // The schema before the segments table, and a record as it was.
             let conn = Connection::open(dir.path().join("batches.sqlite3")).unwrap();
@@ -590,7 +590,7 @@ mod tests {
             });
             conn.execute(
                 "INSERT INTO batches (tenant, id, created_order, purge_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![tenant.as_str(), running.batch.id, running.created_order(), running.purge_at, json.to_string()],
+                params![tenant.as_str(), running.batch.id.as_str(), running.created_order(), running.purge_at, json.to_string()],
             )
             .unwrap();
         }
@@ -634,7 +634,7 @@ mod tests {
         let tenant = TenantId::parse("t").unwrap();
         let mut old = record(&tenant, 1_000_000);
         old.batch.status = BatchStatus::InProgress;
-        let id = BatchId::parse(&old.batch.id).unwrap();
+        let id = old.batch.id.clone();
         assert_eq!(store.create(&old, 0).await.unwrap(), CreateOutcome::Created);
         let commit = SegmentCommit {
             shard_start: 0,
