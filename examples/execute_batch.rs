@@ -122,7 +122,7 @@ async fn ours(upstream: UpstreamClient, args: &Args) -> Result<u64, Box<dyn std:
         .create_file(&FileRecord {
             tenant: tenant.clone(),
             file: FileObject {
-                id: file_id.to_string(),
+                id: file_id.clone(),
                 object: Default::default(),
                 bytes,
                 created_at: now,

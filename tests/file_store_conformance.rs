@@ -35,7 +35,7 @@ fn file(owner: &str, n: i64, purpose: FilePurpose, expires_at: Option<i64>) -> F
     FileRecord {
         tenant: tenant(owner),
         file: FileObject {
-            id: id.clone(),
+            id: FileId::parse(&id).expect("file id"),
             object: Default::default(),
             bytes: 10 + n as u64,
             created_at: NOW + n,
@@ -65,9 +65,10 @@ async fn page(files: &dyn FileStore, owner: &str, query: FileQuery) -> (Vec<Stri
         .await
         .expect("list")
     {
-        FileListOutcome::Page { files, has_more } => {
-            (files.into_iter().map(|f| f.id).collect(), has_more)
-        }
+        FileListOutcome::Page { files, has_more } => (
+            files.into_iter().map(|f| f.id.to_string()).collect(),
+            has_more,
+        ),
         FileListOutcome::UnknownCursor => panic!("unknown cursor in {query:?}"),
     }
 }
@@ -216,7 +217,7 @@ async fn given_expired_files_when_swept_then_each_is_returned_once(backend: Back
     // the sweep has nothing to do, and only the embedded store returns any.
     match backend {
         Backend::Embedded => {
-            let swept: Vec<String> = swept.into_iter().map(|r| r.file.id).collect();
+            let swept: Vec<String> = swept.into_iter().map(|r| r.file.id.to_string()).collect();
             assert_eq!(swept, ids(&[1]));
         }
         _ => assert!(swept.is_empty(), "{swept:?}"),
@@ -292,7 +293,7 @@ async fn given_an_upload_when_completed_then_it_cannot_be_cancelled_and_vice_ver
     };
     assert_eq!(done.status, UploadStatus::Completed);
     assert_eq!(
-        done.file.as_ref().map(|f| f.id.clone()),
+        done.file.as_ref().map(|f| f.id.to_string()),
         Some(ids(&[1])[0].clone())
     );
     assert!(matches!(refused, UploadOutcome::Refused(u) if u.status == UploadStatus::Completed));

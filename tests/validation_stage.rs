@@ -190,7 +190,7 @@ impl Stage {
         let record = FileRecord {
             tenant,
             file: FileObject {
-                id: id.to_string(),
+                id: id.clone(),
                 object: Default::default(),
                 bytes: content.len() as u64,
                 created_at: now,

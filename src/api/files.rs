@@ -479,8 +479,8 @@ pub async fn list(
         }
         FileListOutcome::Page { files, has_more } => Ok(Json(FileList {
             object: ListObjectType::List,
-            first_id: files.first().map(|f| f.id.clone()),
-            last_id: files.last().map(|f| f.id.clone()),
+            first_id: files.first().map(|f| f.id.to_string()),
+            last_id: files.last().map(|f| f.id.to_string()),
             // A page is never empty while more follow: the SDK would stop paging.
             has_more: has_more && !files.is_empty(),
             data: files,

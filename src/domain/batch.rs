@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::file::FileId;
+
 /// The OpenAI Batch object. Every field is rendered, `null` where unset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Batch {
@@ -17,10 +19,10 @@ pub struct Batch {
     pub input_file_id: String,
     pub completion_window: String,
     pub status: BatchStatus,
-    #[schema(required = true)]
-    pub output_file_id: Option<String>,
-    #[schema(required = true)]
-    pub error_file_id: Option<String>,
+    #[schema(required = true, value_type = Option<String>)]
+    pub output_file_id: Option<FileId>,
+    #[schema(required = true, value_type = Option<String>)]
+    pub error_file_id: Option<FileId>,
     pub created_at: i64,
     #[schema(required = true)]
     pub in_progress_at: Option<i64>,
@@ -192,8 +194,8 @@ pub struct BatchPatch {
     pub request_counts: Option<RequestCounts>,
     pub model: Option<String>,
     pub usage: Option<Usage>,
-    pub output_file_id: Option<String>,
-    pub error_file_id: Option<String>,
+    pub output_file_id: Option<FileId>,
+    pub error_file_id: Option<FileId>,
 }
 
 impl Transition {

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 /// The OpenAI File object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FileObject {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: FileId,
     pub object: FileObjectType,
     pub bytes: u64,
     pub created_at: i64,
@@ -90,7 +91,8 @@ impl fmt::Display for FilePurpose {
 ///
 /// Ids we issue are `file-` + 32 hex digits; anything outside a looser shape is
 /// unknown without a storage round trip.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct FileId(String);
 
 impl FileId {
@@ -115,6 +117,20 @@ impl FileId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl TryFrom<String> for FileId {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or_else(|| format!("not a file id: {value:?}"))
+    }
+}
+
+impl From<FileId> for String {
+    fn from(id: FileId) -> Self {
+        id.0
     }
 }
 

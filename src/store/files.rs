@@ -32,7 +32,7 @@ impl FileRecord {
     /// The listing sort key: by creation, ties broken by id, so a cursor always
     /// names one exact position.
     pub fn file_order(&self) -> String {
-        super::created_order(self.created_us, &self.file.id)
+        super::created_order(self.created_us, self.file.id.as_str())
     }
 }
 

@@ -133,7 +133,7 @@ impl Files<'_> {
         FileRecord {
             tenant,
             file: FileObject {
-                id: id.to_string(),
+                id: id.clone(),
                 object: Default::default(),
                 bytes,
                 created_at,

@@ -223,10 +223,9 @@ impl Files<'_> {
 
     async fn discard_file(&self, record: &FileRecord) {
         let now = self.clock.now_secs();
-        if let Some(id) = FileId::parse(&record.file.id) {
-            if let Err(error) = self.files.delete_file(&record.tenant, &id, now).await {
-                tracing::warn!(file_id = %record.file.id, error = %ErrorChain(&error), "could not remove the record of a discarded file");
-            }
+        let id = &record.file.id;
+        if let Err(error) = self.files.delete_file(&record.tenant, id, now).await {
+            tracing::warn!(file_id = %id, error = %ErrorChain(&error), "could not remove the record of a discarded file");
         }
         if let Err(error) = self.blobs.delete(&record.blob_key).await {
             tracing::warn!(key = %record.blob_key, error = %ErrorChain(&error), "could not remove the bytes of a discarded file");

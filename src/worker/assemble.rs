@@ -84,7 +84,7 @@ impl Worker {
                 let file = FileRecord {
                     tenant: record.tenant.clone(),
                     file: FileObject {
-                        id: file_id.to_string(),
+                        id: file_id.clone(),
                         object: Default::default(),
                         bytes,
                         created_at: now,
@@ -117,8 +117,8 @@ impl Worker {
                 ResultFile::Error => "after_error_file_created",
             });
             match kind {
-                ResultFile::Output => patch.output_file_id = Some(file_id.to_string()),
-                ResultFile::Error => patch.error_file_id = Some(file_id.to_string()),
+                ResultFile::Output => patch.output_file_id = Some(file_id.clone()),
+                ResultFile::Error => patch.error_file_id = Some(file_id.clone()),
             }
         }
         Ok(Some(patch))

@@ -396,11 +396,11 @@ impl BatchStore for DynamoStore {
             set.push("#usage = :usage");
         }
         if let Some(file) = &patch.output_file_id {
-            values.insert(":output_file".into(), AttributeValue::S(file.clone()));
+            values.insert(":output_file".into(), AttributeValue::S(file.to_string()));
             set.push("output_file_id = :output_file");
         }
         if let Some(file) = &patch.error_file_id {
-            values.insert(":error_file".into(), AttributeValue::S(file.clone()));
+            values.insert(":error_file".into(), AttributeValue::S(file.to_string()));
             set.push("error_file_id = :error_file");
         }
         if transition.to == BatchStatus::InProgress {

@@ -104,7 +104,7 @@ impl FileStore for EmbeddedStore {
         let json = serde_json::to_string(record).map_err(corrupt)?;
         let (tenant, id, created_us) = (
             record.tenant.to_string(),
-            record.file.id.clone(),
+            record.file.id.to_string(),
             record.created_us,
         );
         let (purpose, expires_at) = (record.file.purpose.as_str(), record.file.expires_at);
@@ -144,7 +144,7 @@ impl FileStore for EmbeddedStore {
             let cursor = match after {
                 None => None,
                 Some(after) => match read_live_file(conn, &tenant, &after, now_secs)? {
-                    Some(record) => Some((record.created_us, record.file.id)),
+                    Some(record) => Some((record.created_us, record.file.id.to_string())),
                     None => return Ok(FileListOutcome::UnknownCursor),
                 },
             };
