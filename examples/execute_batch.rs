@@ -129,7 +129,7 @@ async fn ours(upstream: UpstreamClient, args: &Args) -> Result<u64, Box<dyn std:
                 expires_at: None,
                 filename: "input.jsonl".into(),
                 purpose: FilePurpose::Batch,
-                status: "processed".into(),
+                status: Default::default(),
                 status_details: None,
             },
             blob_key,

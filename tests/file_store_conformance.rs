@@ -42,7 +42,7 @@ fn file(owner: &str, n: i64, purpose: FilePurpose, expires_at: Option<i64>) -> F
             expires_at,
             filename: format!("f{n}.jsonl"),
             purpose,
-            status: "processed".into(),
+            status: Default::default(),
             status_details: None,
         },
         blob_key: format!("files/{owner}/{id}"),
@@ -235,7 +235,7 @@ async fn given_an_upload_when_completed_then_it_cannot_be_cancelled_and_vice_ver
 ) {
     let (files, _stores) = store(backend).await;
     let upload = |n: u32| {
-        let id = format!("upload_{n:032x}");
+        let id = UploadId::parse(&format!("upload_{n:032x}")).expect("upload id");
         UploadRecord {
             tenant: tenant("acme"),
             upload: Upload {
@@ -257,7 +257,7 @@ async fn given_an_upload_when_completed_then_it_cannot_be_cancelled_and_vice_ver
     let (completed, cancelled) = (upload(1), upload(2));
     files.create_upload(&completed).await.expect("create");
     files.create_upload(&cancelled).await.expect("create");
-    let id = |r: &UploadRecord| UploadId::parse(&r.upload.id).expect("upload id");
+    let id = |r: &UploadRecord| r.upload.id.clone();
     let complete =
         UploadTransition::Complete(Box::new(file("acme", 1, FilePurpose::Batch, None).file));
     let acme = tenant("acme");

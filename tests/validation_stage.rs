@@ -197,7 +197,7 @@ impl Stage {
                 expires_at: Some(now + 30 * 86_400),
                 filename: "input.jsonl".into(),
                 purpose: FilePurpose::Batch,
-                status: "processed".into(),
+                status: Default::default(),
                 status_details: None,
             },
             blob_key: key,

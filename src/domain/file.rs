@@ -16,10 +16,19 @@ pub struct FileObject {
     pub expires_at: Option<i64>,
     pub filename: String,
     pub purpose: FilePurpose,
-    /// Deprecated by OpenAI but still required by its schema: always `processed`.
-    pub status: String,
+    /// Deprecated by OpenAI but still required by its schema.
+    pub status: FileStatus,
     #[schema(required = true)]
     pub status_details: Option<String>,
+}
+
+/// A file's status: ours are stored whole and checked before they are
+/// recorded, so always `processed` (OpenAI's `uploaded` and `error` never occur).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStatus {
+    #[default]
+    Processed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]

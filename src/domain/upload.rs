@@ -58,7 +58,8 @@ pub enum UploadObjectType {
 /// The OpenAI Upload object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Upload {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: UploadId,
     pub object: UploadObjectType,
     pub bytes: u64,
     pub created_at: i64,
@@ -114,8 +115,23 @@ impl UploadTransition {
 }
 
 /// An upload id: `upload_` + 32 hex digits when we issue it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct UploadId(String);
+
+impl TryFrom<String> for UploadId {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or_else(|| format!("not an upload id: {value:?}"))
+    }
+}
+
+impl From<UploadId> for String {
+    fn from(id: UploadId) -> Self {
+        id.0
+    }
+}
 
 /// A part id: `part_` + 32 hex digits when we issue it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -261,7 +277,7 @@ impl CreateUpload {
 
     pub fn new_upload(&self, id: &UploadId, created_at: i64) -> Upload {
         Upload {
-            id: id.to_string(),
+            id: id.clone(),
             object: UploadObjectType::Upload,
             bytes: self.bytes,
             created_at,

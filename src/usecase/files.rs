@@ -140,7 +140,7 @@ impl Files<'_> {
                 expires_at: file_expires_at(purpose, expires_after, created_at),
                 filename,
                 purpose,
-                status: "processed".to_string(),
+                status: Default::default(),
                 status_details: None,
             },
             blob_key,

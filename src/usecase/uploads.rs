@@ -235,7 +235,7 @@ impl Files<'_> {
 
 fn not_pending(upload: Upload, action: &'static str) -> FilesError {
     FilesError::UploadNotPending {
-        id: upload.id,
+        id: upload.id.to_string(),
         status: upload.status,
         action,
     }

@@ -94,7 +94,7 @@ impl Worker {
                             .map(|e| now + e.seconds),
                         filename: format!("{}_{}.jsonl", record.batch.id, kind.as_str()),
                         purpose: FilePurpose::BatchOutput,
-                        status: "processed".into(),
+                        status: Default::default(),
                         status_details: None,
                     },
                     blob_key,

@@ -237,7 +237,7 @@ impl FileStore for EmbeddedStore {
         let json = serde_json::to_string(record).map_err(corrupt)?;
         let (tenant, id, purge_at) = (
             record.tenant.to_string(),
-            record.upload.id.clone(),
+            record.upload.id.to_string(),
             record.purge_at,
         );
         self.with_conn(move |conn| {
