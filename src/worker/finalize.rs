@@ -74,7 +74,7 @@ impl Worker {
         // Read after the seal: these are final.
         let segments = self
             .ledger
-            .segments(tenant, &id, self.clock.now_secs())
+            .segments(tenant, id, self.clock.now_secs())
             .await?;
         let Some(patch) = self.assemble(sealed, &segments, expired).await? else {
             return Ok(());
@@ -93,7 +93,7 @@ impl Worker {
             patch,
             ..Transition::new(from, to, now)
         };
-        let outcome = self.batches.transition(tenant, &id, done, now).await?;
+        let outcome = self.batches.transition(tenant, id, done, now).await?;
         tracing::info!(batch_id = %id, %tenant, status = %to, outcome = outcome.label(), "batch ended");
         if matches!(outcome, TransitionOutcome::Applied(_)) {
             super::metrics::batch_finished(
@@ -105,7 +105,7 @@ impl Worker {
             );
         }
         crash_point("before_parts_deleted");
-        self.delete_parts(tenant, &id).await;
+        self.delete_parts(tenant, id).await;
         Ok(())
     }
 
