@@ -44,6 +44,7 @@ suite!(
         given_a_key_reused_after_its_retention_then_the_new_batch_has_its_own_files_and_request_ids,
         given_lines_with_duplicate_keys_then_they_run_with_the_last_value_of_each,
         given_a_shard_whose_worker_died_then_reconcile_re_enqueues_it_once_its_lease_runs_out_and_not_before,
+        given_a_shard_whose_worker_died_then_its_watch_re_enqueues_it_once_its_lease_runs_out,
     ]
 );
 
@@ -948,4 +949,80 @@ async fn given_a_shard_whose_worker_died_then_reconcile_re_enqueues_it_once_its_
             .is_empty(),
         "the finished run released its lease"
     );
+}
+
+/// The watch a run leaves on the queue (delivered half a lease later, on SQS)
+/// takes a dead worker's shard over without waiting for the reconciler; while
+/// the run holds its lease, the watch leaves it alone.
+async fn given_a_shard_whose_worker_died_then_its_watch_re_enqueues_it_once_its_lease_runs_out(
+    backend: Backend,
+) {
+    let mut run = run(backend, FakeConfig::default(), execution(1 << 20, 4)).await;
+    // An hour: neither the stuck-batch path nor a reconciler run is involved.
+    run.worker.reconciler.stuck_after_secs = 3600;
+    let lines: Vec<String> = (0..10)
+        .map(|i| chat_line(&format!("w{i}"), json!({})))
+        .collect();
+    let id = run.create(&lines).await;
+    let validate = run.items.try_recv().expect("the validation item");
+    run.worker.handle(&validate).await.expect("validation");
+    let shard_item = run.items.try_recv().expect("the one shard");
+    let WorkItem::RunShard {
+        tenant,
+        batch_id,
+        start,
+        end,
+    } = &shard_item
+    else {
+        panic!("not a shard: {shard_item:?}")
+    };
+    let key = ShardKey {
+        tenant: tenant.clone(),
+        batch: batch_id.clone(),
+        shard: lambda_batches::domain::execution::ByteRange {
+            start: *start,
+            end: *end,
+        },
+    };
+    let watch = WorkItem::WatchShard {
+        tenant: tenant.clone(),
+        batch_id: batch_id.clone(),
+        start: *start,
+        end: *end,
+        owner: "worker-that-died".into(),
+    };
+    let taken_at = run.app.clock.now_secs();
+    run.worker
+        .leases
+        .acquire(&key, "worker-that-died", taken_at, LEASE_SECS)
+        .await
+        .expect("lease");
+
+    run.app.clock.advance_ms((LEASE_SECS - 1) * 1000);
+    run.worker.handle(&watch).await.expect("watch");
+    assert!(run.items.try_recv().is_err(), "taken over while held");
+    let now = run.app.clock.now_secs();
+    assert_eq!(
+        run.worker
+            .leases
+            .holder(&key, now)
+            .await
+            .expect("holder")
+            .as_deref(),
+        Some("worker-that-died")
+    );
+
+    run.app.clock.advance_ms(1000);
+    run.worker.handle(&watch).await.expect("watch");
+    assert_eq!(run.items.try_recv().ok(), Some(shard_item.clone()));
+    run.worker.handle(&watch).await.expect("a second delivery");
+    assert!(run.items.try_recv().is_err(), "taken over once");
+
+    run.worker.handle(&shard_item).await.expect("the shard");
+    run.drain(1).await;
+    let batch = run.batch(&id).await;
+    assert_eq!(batch["status"], "completed", "{batch}");
+    let output = run.lines(&batch["output_file_id"]).await;
+    let expected: Vec<String> = (0..10).map(|i| format!("w{i}")).collect();
+    assert_eq!(custom_ids(&output), expected);
 }

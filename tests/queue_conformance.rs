@@ -13,7 +13,10 @@ use lambda_batches::queue::{WorkItem, WorkQueue};
 
 suite!(
     [embedded, moto],
-    [given_every_kind_of_item_when_enqueued_then_each_is_received_intact,]
+    [
+        given_every_kind_of_item_when_enqueued_then_each_is_received_intact,
+        given_an_item_enqueued_after_a_delay_then_it_arrives_after_it_or_never_in_process,
+    ]
 );
 
 fn every_kind() -> Vec<WorkItem> {
@@ -34,6 +37,13 @@ fn every_kind() -> Vec<WorkItem> {
         WorkItem::Finalize {
             tenant: tenant.clone(),
             batch_id: batch_id.clone(),
+        },
+        WorkItem::WatchShard {
+            tenant: tenant.clone(),
+            batch_id: batch_id.clone(),
+            start: 0,
+            end: 4_194_304,
+            owner: "3b0c9a4e-2f9e-4a63-9d2e-7f1c2b5a8e10".into(),
         },
         WorkItem::FinishCancel { tenant, batch_id },
     ]
@@ -99,6 +109,70 @@ async fn given_every_kind_of_item_when_enqueued_then_each_is_received_intact(bac
     let mut expected = items;
     expected.sort_by_key(order);
     assert_eq!(received, expected);
+}
+
+/// A delayed item (a shard's watch) is for whichever process takes it later:
+/// SQS holds it back for the delay, the in-process queue holds none (it would
+/// die with the process it is for).
+async fn given_an_item_enqueued_after_a_delay_then_it_arrives_after_it_or_never_in_process(
+    backend: Backend,
+) {
+    let item = every_kind().remove(0);
+    let delay = std::time::Duration::from_secs(2);
+    match backend {
+        Backend::Embedded => {
+            let (queue, mut receiver) = InProcessQueue::new();
+            queue.enqueue_after(&item, delay).await.expect("enqueue");
+            queue.enqueue(&item).await.expect("enqueue");
+            assert_eq!(receiver.recv().await, Some(item));
+            assert!(receiver.try_recv().is_err(), "the delayed item is dropped");
+        }
+        Backend::Moto => {
+            let (client, url) = fresh_queue(backend).await;
+            let queue = SqsQueue::new(&sdk_config(backend).await, &url);
+            let sent = std::time::Instant::now();
+            queue.enqueue_after(&item, delay).await.expect("enqueue");
+            let mut received = None;
+            // Bounded: an item that never arrives fails below.
+            for _ in 0..20 {
+                let answer = client
+                    .receive_message()
+                    .queue_url(&url)
+                    .wait_time_seconds(1)
+                    .send()
+                    .await
+                    .expect("ReceiveMessage");
+                if let Some(message) = answer.messages.unwrap_or_default().pop() {
+                    received = Some((sent.elapsed(), message.body.expect("a body")));
+                    break;
+                }
+            }
+            let (after, body) = received.expect("the delayed item arrives");
+            assert!(
+                after >= delay,
+                "held back for the delay: arrived after {after:?}"
+            );
+            assert_eq!(
+                serde_json::from_str::<WorkItem>(&body).expect("a work item"),
+                item
+            );
+        }
+        Backend::Dynalite => unreachable!("dynalite serves no SQS"),
+    }
+}
+
+async fn fresh_queue(backend: Backend) -> (Client, String) {
+    let client = Client::new(&sdk_config(backend).await);
+    let name = format!("work-{}", uuid::Uuid::new_v4().simple());
+    let url = client
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url
+        .expect("a queue url");
+    (client, url)
 }
 
 #[tokio::test]

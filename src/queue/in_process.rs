@@ -3,6 +3,8 @@
 //! It is lost with the process; the reconciler re-drives whatever was in it,
 //! exactly as it does for a lost SQS message in AWS.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
@@ -26,5 +28,11 @@ impl WorkQueue for InProcessQueue {
         self.sender
             .send(item.clone())
             .map_err(|_| QueueError::Closed)
+    }
+
+    /// Dropped: a delayed item is for another process (a watch on this
+    /// process's own shards would die with it).
+    async fn enqueue_after(&self, _item: &WorkItem, _delay: Duration) -> Result<(), QueueError> {
+        Ok(())
     }
 }

@@ -3,6 +3,8 @@
 pub mod in_process;
 pub mod sqs;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +29,16 @@ pub enum WorkItem {
     },
     /// Assemble the output and error files of a batch whose every line is done.
     Finalize { tenant: TenantId, batch_id: BatchId },
+    /// Check on the run of a shard that `owner` leased (`worker::lease`):
+    /// take the shard over if its lease ran out, watch again while `owner`
+    /// still holds it.
+    WatchShard {
+        tenant: TenantId,
+        batch_id: BatchId,
+        start: u64,
+        end: u64,
+        owner: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,4 +58,10 @@ pub enum QueueError {
 #[async_trait]
 pub trait WorkQueue: Send + Sync {
     async fn enqueue(&self, item: &WorkItem) -> Result<(), QueueError>;
+
+    /// Delivers `item` once `delay` has passed (at most 15 minutes), to
+    /// whichever process takes it then. A queue that lives inside one process
+    /// holds none: whatever it would deliver later dies with the process it
+    /// would be for, so it takes the item and drops it.
+    async fn enqueue_after(&self, item: &WorkItem, delay: Duration) -> Result<(), QueueError>;
 }

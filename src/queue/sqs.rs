@@ -1,5 +1,7 @@
 //! Work items as SQS messages (JSON bodies).
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 
@@ -32,10 +34,23 @@ impl SqsQueue {
 #[async_trait]
 impl WorkQueue for SqsQueue {
     async fn enqueue(&self, item: &WorkItem) -> Result<(), QueueError> {
+        self.send(item, None).await
+    }
+
+    async fn enqueue_after(&self, item: &WorkItem, delay: Duration) -> Result<(), QueueError> {
+        self.send(item, Some(delay)).await
+    }
+}
+
+impl SqsQueue {
+    async fn send(&self, item: &WorkItem, delay: Option<Duration>) -> Result<(), QueueError> {
+        // SQS delays a message by at most 900 s.
+        let delay_seconds = delay.map(|d| i32::try_from(d.as_secs().min(900)).unwrap_or(900));
         self.client
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(serde_json::to_string(item)?)
+            .set_delay_seconds(delay_seconds)
             .send()
             .await
             .map_err(|e| QueueError::Sqs {

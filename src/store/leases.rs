@@ -89,6 +89,11 @@ pub trait ShardLeases: Send + Sync {
         lease_secs: i64,
     ) -> Result<bool, StoreError>;
 
+    /// Who holds the lease at `now_secs`: `None` when nobody does (no lease,
+    /// or one that ran out). A lease's watch goes on only while the run it
+    /// watches holds it.
+    async fn holder(&self, key: &ShardKey, now_secs: i64) -> Result<Option<String>, StoreError>;
+
     /// Deletes the lease if `owner` holds it; anyone else's is left alone.
     async fn release(&self, key: &ShardKey, owner: &str) -> Result<(), StoreError>;
 

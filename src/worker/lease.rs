@@ -1,7 +1,15 @@
 //! Shard leases around a shard's run (`store::leases`): a worker takes the
 //! shard's lease before running it, renews it with heartbeats while it runs,
-//! and releases it when the run ends; the reconciler re-enqueues shards whose
-//! lease ran out, so a dead worker's shard is taken over within about a lease.
+//! and releases it when the run ends.
+//!
+//! A dead worker's shard is taken over two ways. Each run leaves a watch on
+//! the queue, delivered half a lease later to whichever worker takes it: a
+//! lease that ran out is taken over there and then, and a watch whose run
+//! still holds its lease leaves the next one. So on SQS a shard is taken over
+//! within about a lease and a half of its worker's last heartbeat, whatever
+//! the reconciler's schedule; a queue inside one process holds no watches (they
+//! would die with it), and there the reconciler re-enqueues shards whose lease
+//! ran out at each of its runs.
 
 use std::time::Duration;
 
@@ -64,6 +72,7 @@ impl Worker {
             );
             return Ok(());
         }
+        self.leave_watch(&lease.key, &lease.owner).await;
         let heartbeat = self.heartbeat(&lease);
         let result = self.run_shard(tenant, id, shard, deadline, &lease).await;
         drop(heartbeat);
@@ -88,6 +97,39 @@ impl Worker {
             )
             .await?;
         Ok(self.queue.enqueue(&run_shard_item(&lease.key)).await?)
+    }
+
+    /// Takes the shard over if its lease ran out; while `owner`'s run still
+    /// holds it, leaves the next watch. Any other holder's run has a watch of
+    /// its own, and a lease handed to the queue has its shard's item there.
+    #[tracing::instrument(skip_all, fields(start = key.shard.start))]
+    pub(super) async fn watch_shard(&self, key: &ShardKey, owner: &str) -> Result<(), WorkerError> {
+        let now = self.clock.now_secs();
+        let lease_secs = self.reconciler.shard_lease_secs;
+        if self.leases.take_over(key, now, now, lease_secs).await? {
+            tracing::info!(batch_id = %key.batch, tenant = %key.tenant, "a watch takes over a shard whose lease ran out");
+            return Ok(self.queue.enqueue(&run_shard_item(key)).await?);
+        }
+        if self.leases.holder(key, now).await?.as_deref() == Some(owner) {
+            self.leave_watch(key, owner).await;
+        }
+        Ok(())
+    }
+
+    /// Best effort: without its watch a dead run's shard still comes back
+    /// through the reconciler.
+    async fn leave_watch(&self, key: &ShardKey, owner: &str) {
+        let watch = WorkItem::WatchShard {
+            tenant: key.tenant.clone(),
+            batch_id: key.batch.clone(),
+            start: key.shard.start,
+            end: key.shard.end,
+            owner: owner.to_string(),
+        };
+        let delay = Duration::from_secs(watch_secs(self.reconciler.shard_lease_secs));
+        if let Err(error) = self.queue.enqueue_after(&watch, delay).await {
+            tracing::warn!(error = %ErrorChain(&error), "could not leave a watch on the shard's lease");
+        }
     }
 
     fn heartbeat(&self, lease: &ShardLease) -> Heartbeat {
@@ -144,6 +186,12 @@ impl Worker {
         }
         Ok(taken)
     }
+}
+
+/// A watch looks every half lease: a dead run's lease is found run out at
+/// most half a lease after it ran out.
+pub fn watch_secs(lease_secs: i64) -> u64 {
+    u64::try_from(lease_secs / 2).unwrap_or(0).max(1)
 }
 
 /// Heartbeats come three to a lease: two may be lost before it runs out.

@@ -25,7 +25,7 @@ use crate::domain::BatchStatus;
 use crate::files::{BlobError, BlobStore};
 use crate::queue::{QueueError, WorkItem, WorkQueue};
 use crate::store::files::FileStore;
-use crate::store::leases::ShardLeases;
+use crate::store::leases::{ShardKey, ShardLeases};
 use crate::store::{BatchStore, ExecutionLedger, PendingBatches, QuotaLedger, StoreError};
 use crate::upstream::{RetryPolicy, UpstreamClient};
 
@@ -127,6 +127,23 @@ impl Worker {
                     .await
             }
             WorkItem::Finalize { tenant, batch_id } => self.finalize(tenant, batch_id).await,
+            WorkItem::WatchShard {
+                tenant,
+                batch_id,
+                start,
+                end,
+                owner,
+            } => {
+                let key = ShardKey {
+                    tenant: tenant.clone(),
+                    batch: batch_id.clone(),
+                    shard: ByteRange {
+                        start: *start,
+                        end: *end,
+                    },
+                };
+                self.watch_shard(&key, owner).await
+            }
         }
     }
 

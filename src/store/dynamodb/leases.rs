@@ -98,6 +98,11 @@ impl DynamoStore {
     }
 
     async fn lease_until(&self, key: &ShardKey) -> Result<Option<i64>, StoreError> {
+        Ok(self.lease_item(key).await?.as_ref().and_then(until_of))
+    }
+
+    /// A strongly consistent read of the lease item.
+    async fn lease_item(&self, key: &ShardKey) -> Result<Option<Item>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -107,7 +112,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| dynamo_error("GetItem", e))?;
-        Ok(output.item.as_ref().and_then(until_of))
+        Ok(output.item)
     }
 }
 
@@ -205,6 +210,17 @@ impl ShardLeases for DynamoStore {
             )
             .await?
             .is_ok())
+    }
+
+    async fn holder(&self, key: &ShardKey, now_secs: i64) -> Result<Option<String>, StoreError> {
+        let Some(item) = self.lease_item(key).await? else {
+            return Ok(None);
+        };
+        let live = until_of(&item).is_some_and(|until| until > now_secs);
+        Ok(match item.get("lease_owner") {
+            Some(AttributeValue::S(owner)) if live => Some(owner.clone()),
+            _ => None,
+        })
     }
 
     async fn release(&self, key: &ShardKey, owner: &str) -> Result<(), StoreError> {

@@ -194,6 +194,22 @@ impl ShardLeases for EmbeddedStore {
         .await
     }
 
+    async fn holder(&self, key: &ShardKey, now_secs: i64) -> Result<Option<String>, StoreError> {
+        let key = row(key)?;
+        self.with_reader(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT owner FROM shard_leases WHERE {KEY_MATCH} AND until > ?5"
+                ))?
+                .query_row(
+                    params![key.tenant, key.batch, key.start, key.end, now_secs],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
     async fn release(&self, key: &ShardKey, owner: &str) -> Result<(), StoreError> {
         let (key, owner) = (row(key)?, owner.to_string());
         self.with_conn(move |conn| {
