@@ -169,41 +169,10 @@ impl DynamoStore {
     ) -> Result<CreateOutcome, StoreError> {
         let item = to_item(record)?;
         for _ in 0..MAX_ATTEMPTS {
-            // One conditional put decides create versus replay atomically. A purged
-            // record (past its TTL but not yet deleted) may be taken over.
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item.clone()))
-                .condition_expression("attribute_not_exists(id) OR purge_at <= :now")
-                .expression_attribute_values(":now", number(now_secs))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .send()
-                .await;
-            let returned = match result {
-                Ok(_) => return Ok(CreateOutcome::Created),
-                Err(SdkError::ServiceError(failure)) => match failure.into_err() {
-                    PutItemError::ConditionalCheckFailedException(e) => e.item,
-                    other => {
-                        return Err(StoreError::DynamoDb {
-                            operation: "PutItem",
-                            source: Box::new(aws_sdk_dynamodb::Error::from(other)),
-                        })
-                    }
-                },
-                Err(other) => return Err(dynamo_error("PutItem", other)),
-            };
-            // DynamoDB and moto return the winner with the failure; dynalite does
-            // not, so read it once, strongly consistent.
-            let existing = match returned {
-                Some(item) => Some(from_item(item)?),
-                None => {
-                    self.get_item(record.tenant.as_str(), record.batch.id.as_str(), now_secs)
-                        .await?
-                }
+            // One conditional put decides create versus replay atomically.
+            let existing = match self.put_unless_live(&item, now_secs).await? {
+                Ok(()) => return Ok(CreateOutcome::Created),
+                Err(holder) => live_record(holder, now_secs)?,
             };
             if let Some(existing) = existing {
                 return Ok(CreateOutcome::Existing(Box::new(existing)));
@@ -214,6 +183,60 @@ impl DynamoStore {
             "batch {} kept changing during create",
             record.batch.id
         )))
+    }
+
+    /// Puts `item` unless a live item (its `purge_at` still ahead) holds its
+    /// key; one past its TTL but not yet deleted is replaced. `Err` with the
+    /// item that held the key: as DynamoDB and moto return it with the failed
+    /// condition, else (dynalite) as read once, strongly consistent; `None`
+    /// when it vanished in between.
+    pub(super) async fn put_unless_live(
+        &self,
+        item: &Item,
+        now_secs: i64,
+    ) -> Result<Result<(), Option<Item>>, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item.clone()))
+            .condition_expression("attribute_not_exists(id) OR purge_at <= :now")
+            .expression_attribute_values(":now", number(now_secs))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let returned = match result {
+            Ok(_) => return Ok(Ok(())),
+            Err(SdkError::ServiceError(failure)) => match failure.into_err() {
+                PutItemError::ConditionalCheckFailedException(e) => {
+                    e.item.filter(|item| !item.is_empty())
+                }
+                other => {
+                    return Err(StoreError::DynamoDb {
+                        operation: "PutItem",
+                        source: Box::new(aws_sdk_dynamodb::Error::from(other)),
+                    })
+                }
+            },
+            Err(other) => return Err(dynamo_error("PutItem", other)),
+        };
+        if returned.is_some() {
+            return Ok(Err(returned));
+        }
+        let key = ["tenant", "id"]
+            .into_iter()
+            .filter_map(|name| Some((name.to_string(), item.get(name)?.clone())))
+            .collect();
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_error("GetItem", e))?;
+        Ok(Err(output.item))
     }
 
     async fn get_item(

@@ -25,13 +25,11 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{
-    attribute, corrupt, dynamo_error, number, number_u64, segment_key, send_guarded, DynamoStore,
-    Guarded, Item, MAX_ATTEMPTS,
+    attribute, corrupt, number, number_u64, segment_key, send_guarded, DynamoStore, Guarded, Item,
+    MAX_ATTEMPTS,
 };
 use crate::domain::batch::Usage;
 use crate::domain::execution::{chain, Segment, Segments};
@@ -180,48 +178,9 @@ impl DynamoStore {
         let item = segment_item(tenant, id, commit)?;
         for _ in 0..MAX_ATTEMPTS {
             // A purged batch's segment (its id taken over by a new batch) may be replaced.
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item.clone()))
-                .condition_expression("attribute_not_exists(id) OR purge_at <= :now")
-                .expression_attribute_values(":now", number(now_secs))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .send()
-                .await;
-            let returned = match result {
-                Ok(_) => return Ok((commit.segment.clone(), commit.usage, true)),
-                Err(SdkError::ServiceError(failure)) => match failure.into_err() {
-                    PutItemError::ConditionalCheckFailedException(e) => {
-                        e.item.filter(|item| !item.is_empty())
-                    }
-                    other => {
-                        return Err(StoreError::DynamoDb {
-                            operation: "PutItem",
-                            source: Box::new(aws_sdk_dynamodb::Error::from(other)),
-                        })
-                    }
-                },
-                Err(other) => return Err(dynamo_error("PutItem", other)),
-            };
-            // moto returns the winner with the failure; dynalite does not.
-            let winner = match returned {
-                Some(item) => Some(item),
-                None => {
-                    let key = segment_id(id.as_str(), commit.start);
-                    self.client
-                        .get_item()
-                        .table_name(&self.table)
-                        .set_key(Some(Self::key(tenant.as_str(), &key)))
-                        .consistent_read(true)
-                        .send()
-                        .await
-                        .map_err(|e| dynamo_error("GetItem", e))?
-                        .item
-                }
+            let winner = match self.put_unless_live(&item, now_secs).await? {
+                Ok(()) => return Ok((commit.segment.clone(), commit.usage, true)),
+                Err(winner) => winner,
             };
             if let Some(winner) = winner {
                 let usage = match winner.get("usage") {
