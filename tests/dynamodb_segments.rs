@@ -23,6 +23,7 @@ suite!(
         given_a_purged_batchs_segment_item_then_a_new_commit_replaces_it,
         given_segment_items_then_no_listing_or_index_shows_them,
         given_a_batch_running_with_segments_inside_its_item_then_it_goes_on_from_them,
+        given_a_batch_with_segments_inside_its_item_when_another_shard_commits_first_then_it_lands,
     ]
 );
 
@@ -267,12 +268,11 @@ async fn given_segment_items_then_no_listing_or_index_shows_them(backend: Backen
 
 /// An item written before segments had items of their own: its segments live
 /// in a map inside it and it has no resume points. The batch goes on from them.
-async fn given_a_batch_running_with_segments_inside_its_item_then_it_goes_on_from_them(
-    backend: Backend,
-) {
+/// A running batch as an earlier version left it: two segments of its first
+/// shard (0..10, 10..25) inside its item, and no `resume_points`.
+async fn batch_with_segments_inside_its_item(backend: Backend) -> Setup {
     let setup = running_batch(backend).await;
-    let (store, tenant, id) = (&setup.app.store, &setup.tenant, &setup.id);
-    let now = setup.app.clock_secs();
+    let (tenant, id) = (&setup.tenant, &setup.id);
     let old_segment = |end: u64, part: &str| {
         serde_dynamo::to_attribute_value(Segment {
             end,
@@ -302,6 +302,15 @@ async fn given_a_batch_running_with_segments_inside_its_item_then_it_goes_on_fro
         .send()
         .await
         .expect("UpdateItem");
+    setup
+}
+
+async fn given_a_batch_running_with_segments_inside_its_item_then_it_goes_on_from_them(
+    backend: Backend,
+) {
+    let setup = batch_with_segments_inside_its_item(backend).await;
+    let (store, tenant, id) = (&setup.app.store, &setup.tenant, &setup.id);
+    let now = setup.app.clock_secs();
     let (first, second) = (
         ByteRange { start: 0, end: 100 },
         ByteRange {
@@ -397,4 +406,41 @@ async fn given_a_put_retried_after_its_answer_was_lost_then_the_commit_is_still_
         .expect("batch")
         .batch;
     assert_eq!(batch.request_counts.completed, 3);
+}
+
+/// The first commit after an upgrade may fall on a shard the item's old
+/// segments never reached: its chain starts at the shard's start.
+async fn given_a_batch_with_segments_inside_its_item_when_another_shard_commits_first_then_it_lands(
+    backend: Backend,
+) {
+    let setup = batch_with_segments_inside_its_item(backend).await;
+    let (store, tenant, id) = (&setup.app.store, &setup.tenant, &setup.id);
+    let now = setup.app.clock_secs();
+    let other = SegmentCommit {
+        shard_start: 100,
+        ..commit(100, 130, 1)
+    };
+
+    let outcome = store
+        .commit_segment(tenant, id, &other, now)
+        .await
+        .expect("commit");
+
+    assert_eq!(outcome, CommitOutcome::Committed);
+    let second = ByteRange {
+        start: 100,
+        end: 200,
+    };
+    assert_eq!(
+        store
+            .resume_point(tenant, id, second, now)
+            .await
+            .expect("resume"),
+        Some(130)
+    );
+    let next = store
+        .commit_segment(tenant, id, &commit(25, 40, 1), now)
+        .await
+        .expect("commit");
+    assert_eq!(next, CommitOutcome::Committed, "the old chain goes on too");
 }

@@ -356,13 +356,13 @@ impl DynamoStore {
                 .expression_attribute_values(":none", AttributeValue::M(HashMap::new()));
             send_guarded(request).await?;
         }
-        let legacy = legacy_segments(batch)?;
-        if legacy.is_empty() {
-            return Ok(()); // a chain that has not begun needs no entry
+        // The batch has no entry for the shard yet: this is its old chain's end.
+        let end = resume_point(batch, shard_start)?;
+        if end == shard_start {
+            // A chain that has not begun needs no entry: a commit at the
+            // shard's start requires there is none.
+            return Ok(());
         }
-        let end = chain(&legacy, shard_start, u64::MAX)
-            .last()
-            .map_or(shard_start, |(_, segment)| segment.end);
         let request = self
             .client
             .update_item()
