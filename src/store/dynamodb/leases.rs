@@ -140,12 +140,13 @@ impl ShardLeases for DynamoStore {
                 Ok(()) => return Ok(Acquired::Acquired),
                 Err(old) => old,
             };
-            // dynalite returns no old item: read it. Gone meanwhile: try again.
+            // dynalite returns no old item: read it. Gone or run out
+            // meanwhile: try again.
             let until = match refused.as_ref().and_then(until_of) {
                 Some(until) => Some(until),
                 None => self.lease_until(key).await?,
             };
-            if let Some(until) = until {
+            if let Some(until) = until.filter(|until| *until > now_secs) {
                 return Ok(Acquired::HeldByOther { until });
             }
         }
