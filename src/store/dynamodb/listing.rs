@@ -259,17 +259,23 @@ impl DynamoStore {
     }
 }
 
-/// DynamoDB's answer to a Query on an index that is not ACTIVE yet or absent
-/// (ValidationException; moto answers an absent one ResourceNotFoundException).
+/// DynamoDB's answer to a Query on an index that is not ACTIVE yet or absent:
+/// a ValidationException about the index ("Cannot read from backfilling global
+/// secondary index", "The table does not have the specified index"; dynalite
+/// says the latter too), or moto's ResourceNotFoundException. Any other
+/// ValidationException is a real error, reported as such.
 fn is_index_not_ready(error: &StoreError) -> bool {
-    let code = match error {
-        StoreError::DynamoDb { source, .. } => source
-            .downcast_ref::<aws_sdk_dynamodb::Error>()
-            .and_then(ProvideErrorMetadata::code),
-        _ => None,
+    let StoreError::DynamoDb { source, .. } = error else {
+        return false;
     };
-    matches!(
-        code,
-        Some("ValidationException" | "ResourceNotFoundException")
-    )
+    let Some(error) = source.downcast_ref::<aws_sdk_dynamodb::Error>() else {
+        return false;
+    };
+    match error.code() {
+        Some("ResourceNotFoundException") => true,
+        Some("ValidationException") => error
+            .message()
+            .is_some_and(|message| message.to_ascii_lowercase().contains("index")),
+        _ => false,
+    }
 }
