@@ -33,10 +33,16 @@ impl ByteRange {
     }
 }
 
-/// The shards of a file of `file_bytes`, each at most `shard_bytes` long.
-/// An empty file has no shards.
+/// The most shards one batch is cut into, whatever the shard size asks: a
+/// DynamoDB batch item keeps a resume point (about 30 bytes) per shard, under
+/// its 400 KB limit.
+pub const MAX_SHARDS: u64 = 4_096;
+
+/// The shards of a file of `file_bytes`, each at most `shard_bytes` long, or
+/// longer where that would make more than [`MAX_SHARDS`]. An empty file has
+/// no shards.
 pub fn shards(file_bytes: u64, shard_bytes: u64) -> Vec<ByteRange> {
-    let shard_bytes = shard_bytes.max(1);
+    let shard_bytes = shard_bytes.max(file_bytes.div_ceil(MAX_SHARDS)).max(1);
     (0..file_bytes.div_ceil(shard_bytes))
         .map(|i| ByteRange {
             start: i * shard_bytes,
@@ -291,6 +297,15 @@ mod tests {
 
     fn ends_of(segments: &Segments) -> Vec<(u64, u64)> {
         segments.iter().map(|(start, s)| (*start, s.end)).collect()
+    }
+
+    #[test]
+    fn a_file_is_cut_into_at_most_max_shards() {
+        let file = 200 * 1024 * 1024;
+        let cut = shards(file, 512);
+        assert_eq!(cut.len() as u64, MAX_SHARDS);
+        assert_eq!(cut.iter().map(ByteRange::len).sum::<u64>(), file);
+        assert_eq!(shards(10_000, 512).len(), 20, "small files as asked");
     }
 
     #[test]
