@@ -11,7 +11,7 @@ use lambda_batches::domain::execution::ByteRange;
 use lambda_batches::domain::{BatchId, TenantId};
 use lambda_batches::files::local::LocalBlobStore;
 use lambda_batches::store::embedded::EmbeddedStore;
-use lambda_batches::store::leases::{Acquired, ShardKey, ShardLeases};
+use lambda_batches::store::leases::{Acquired, Holder, ShardKey, ShardLeases, QUEUED};
 
 suite!(
     [embedded, moto, dynalite],
@@ -25,7 +25,7 @@ suite!(
         given_a_handed_back_lease_then_the_next_worker_takes_it_at_once,
         given_16_concurrent_acquires_then_exactly_one_owner_holds_the_lease,
         given_leases_then_no_listing_shows_them,
-        given_a_lease_then_its_holder_is_its_live_owner_and_nobody_once_it_runs_out_or_is_released,
+        given_a_lease_then_its_holder_is_read_as_it_stands_until_it_is_released,
     ]
 );
 
@@ -113,25 +113,36 @@ async fn given_a_free_shard_when_acquired_then_another_owner_is_refused_until_th
     );
 }
 
-async fn given_a_lease_then_its_holder_is_its_live_owner_and_nobody_once_it_runs_out_or_is_released(
-    backend: Backend,
-) {
+async fn given_a_lease_then_its_holder_is_read_as_it_stands_until_it_is_released(backend: Backend) {
     let held = leases(backend).await;
     let l = &held.leases;
     let key = shard("default", 0);
-    assert_eq!(l.holder(&key, T0).await.unwrap(), None, "no lease yet");
+    assert_eq!(l.holder(&key).await.unwrap(), None, "no lease yet");
 
     l.acquire(&key, "a", T0, LEASE).await.unwrap();
+    let holder = |owner: &str, until: i64| {
+        Some(Holder {
+            owner: owner.into(),
+            until,
+        })
+    };
 
-    assert_eq!(l.holder(&key, T0).await.unwrap().as_deref(), Some("a"));
+    assert_eq!(l.holder(&key).await.unwrap(), holder("a", T0 + LEASE));
+    l.renew(&key, "a", T0 + 5, LEASE).await.unwrap();
+    assert_eq!(l.holder(&key).await.unwrap(), holder("a", T0 + 5 + LEASE));
+    assert_eq!(l.holder(&shard("default", 1)).await.unwrap(), None);
+    assert!(l
+        .take_over(&key, T0 + 5 + LEASE, T0 + 40, LEASE)
+        .await
+        .unwrap());
     assert_eq!(
-        l.holder(&key, T0 + LEASE - 1).await.unwrap().as_deref(),
-        Some("a")
+        l.holder(&key).await.unwrap(),
+        holder(QUEUED, T0 + 40 + LEASE),
+        "run out, then taken over for the queue"
     );
-    assert_eq!(l.holder(&key, T0 + LEASE).await.unwrap(), None, "ran out");
-    assert_eq!(l.holder(&shard("default", 1), T0).await.unwrap(), None);
-    l.release(&key, "a").await.unwrap();
-    assert_eq!(l.holder(&key, T0).await.unwrap(), None, "released");
+    l.acquire(&key, "b", T0 + 41, LEASE).await.unwrap();
+    l.release(&key, "b").await.unwrap();
+    assert_eq!(l.holder(&key).await.unwrap(), None, "released");
 }
 
 async fn given_a_held_lease_when_its_owner_renews_then_it_lasts_from_the_renewal(backend: Backend) {

@@ -33,6 +33,15 @@ pub struct ShardKey {
     pub shard: ByteRange,
 }
 
+/// Who holds a lease, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// A run's owner id, or [`QUEUED`].
+    pub owner: String,
+    /// The second the lease runs out.
+    pub until: i64,
+}
+
 /// What an acquire found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquired {
@@ -89,10 +98,10 @@ pub trait ShardLeases: Send + Sync {
         lease_secs: i64,
     ) -> Result<bool, StoreError>;
 
-    /// Who holds the lease at `now_secs`: `None` when nobody does (no lease,
-    /// or one that ran out). A lease's watch goes on only while the run it
-    /// watches holds it.
-    async fn holder(&self, key: &ShardKey, now_secs: i64) -> Result<Option<String>, StoreError>;
+    /// The lease as it stands, run out or not (`None`: there is none): one
+    /// read, so a watch decides with it whether to take the shard over, watch
+    /// again or stop.
+    async fn holder(&self, key: &ShardKey) -> Result<Option<Holder>, StoreError>;
 
     /// Deletes the lease if `owner` holds it; anyone else's is left alone.
     async fn release(&self, key: &ShardKey, owner: &str) -> Result<(), StoreError>;

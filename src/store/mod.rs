@@ -89,7 +89,7 @@ impl RunState {
 }
 
 impl BatchRecord {
-    pub fn run_state(&self) -> RunState {
+    fn run_state(&self) -> RunState {
         RunState {
             status: self.batch.status,
             sealed: self.sealed,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::shard::{run_shard, AbortOnDrop};
 use super::{Worker, WorkerError};
 use crate::domain::execution::ByteRange;
 use crate::domain::{BatchId, TenantId};
@@ -26,16 +27,6 @@ use crate::telemetry::ErrorChain;
 pub(super) struct ShardLease {
     key: ShardKey,
     owner: String,
-}
-
-/// Stops the heartbeat when the run ends, however it ends (a dropped future
-/// included): a worker that stops running a shard stops renewing its lease.
-struct Heartbeat(tokio::task::AbortHandle);
-
-impl Drop for Heartbeat {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl Worker {
@@ -105,13 +96,18 @@ impl Worker {
     #[tracing::instrument(skip_all, fields(start = key.shard.start))]
     pub(super) async fn watch_shard(&self, key: &ShardKey, owner: &str) -> Result<(), WorkerError> {
         let now = self.clock.now_secs();
-        let lease_secs = self.reconciler.shard_lease_secs;
-        if self.leases.take_over(key, now, now, lease_secs).await? {
-            tracing::info!(batch_id = %key.batch, tenant = %key.tenant, "a watch takes over a shard whose lease ran out");
-            return Ok(self.queue.enqueue(&run_shard_item(key)).await?);
-        }
-        if self.leases.holder(key, now).await?.as_deref() == Some(owner) {
-            self.leave_watch(key, owner).await;
+        match self.leases.holder(key).await? {
+            // Of two watches (or a watch and a reconciler) one takes it over.
+            Some(holder) if holder.until <= now => {
+                let lease_secs = self.reconciler.shard_lease_secs;
+                if self.leases.take_over(key, now, now, lease_secs).await? {
+                    tracing::info!(batch_id = %key.batch, tenant = %key.tenant, "a watch takes over a shard whose lease ran out");
+                    self.queue.enqueue(&run_shard_item(key)).await?;
+                }
+            }
+            Some(holder) if holder.owner == owner => self.leave_watch(key, owner).await,
+            // Released (the run ended) or another run's, which has a watch of its own.
+            _ => {}
         }
         Ok(())
     }
@@ -132,7 +128,9 @@ impl Worker {
         }
     }
 
-    fn heartbeat(&self, lease: &ShardLease) -> Heartbeat {
+    /// Stops when the returned guard drops, however the run ends (a dropped
+    /// future included): a worker that stops running a shard stops renewing.
+    fn heartbeat(&self, lease: &ShardLease) -> AbortOnDrop {
         let (leases, clock) = (self.leases.clone(), self.clock.clone());
         let (key, owner) = (lease.key.clone(), lease.owner.clone());
         let lease_secs = self.reconciler.shard_lease_secs;
@@ -155,7 +153,7 @@ impl Worker {
                 }
             }
         });
-        Heartbeat(task.abort_handle())
+        AbortOnDrop(task.abort_handle())
     }
 
     /// Takes over leases that ran out by `expired_by` and re-enqueues their
@@ -190,20 +188,15 @@ impl Worker {
 
 /// A watch looks every half lease: a dead run's lease is found run out at
 /// most half a lease after it ran out.
-pub fn watch_secs(lease_secs: i64) -> u64 {
+fn watch_secs(lease_secs: i64) -> u64 {
     u64::try_from(lease_secs / 2).unwrap_or(0).max(1)
 }
 
 /// Heartbeats come three to a lease: two may be lost before it runs out.
-pub fn heartbeat_secs(lease_secs: i64) -> u64 {
+fn heartbeat_secs(lease_secs: i64) -> u64 {
     u64::try_from(lease_secs / 3).unwrap_or(0).max(1)
 }
 
 fn run_shard_item(key: &ShardKey) -> WorkItem {
-    WorkItem::RunShard {
-        tenant: key.tenant.clone(),
-        batch_id: key.batch.clone(),
-        start: key.shard.start,
-        end: key.shard.end,
-    }
+    run_shard(&key.tenant, &key.batch, key.shard)
 }

@@ -392,7 +392,7 @@ fn unreadable(error: LineError) -> Execution {
 }
 
 /// Ends a background task when its owner is done, on every return path.
-struct AbortOnDrop(tokio::task::AbortHandle);
+pub(super) struct AbortOnDrop(pub(super) tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

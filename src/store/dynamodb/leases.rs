@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::{dynamo_error, number, send_guarded, DynamoStore, Guarded, Item, PENDING_INDEX};
 use crate::domain::execution::ByteRange;
 use crate::domain::{BatchId, TenantId};
-use crate::store::leases::{Acquired, ShardKey, ShardLeases, LEASE_RETENTION_SECS, QUEUED};
+use crate::store::leases::{Acquired, Holder, ShardKey, ShardLeases, LEASE_RETENTION_SECS, QUEUED};
 use crate::store::StoreError;
 
 /// The pending-index partition of leases (batches use their status, quotas "quota").
@@ -213,15 +213,20 @@ impl ShardLeases for DynamoStore {
             .is_ok())
     }
 
-    async fn holder(&self, key: &ShardKey, now_secs: i64) -> Result<Option<String>, StoreError> {
+    async fn holder(&self, key: &ShardKey) -> Result<Option<Holder>, StoreError> {
         let Some(item) = self.lease_item(key).await? else {
             return Ok(None);
         };
-        let live = until_of(&item).is_some_and(|until| until > now_secs);
-        Ok(match item.get("lease_owner") {
-            Some(AttributeValue::S(owner)) if live => Some(owner.clone()),
-            _ => None,
-        })
+        match (item.get("lease_owner"), until_of(&item)) {
+            (Some(AttributeValue::S(owner)), Some(until)) => Ok(Some(Holder {
+                owner: owner.clone(),
+                until,
+            })),
+            _ => Err(StoreError::Corrupt(format!(
+                "lease item {} lacks its owner or end",
+                lease_id(key)
+            ))),
+        }
     }
 
     async fn release(&self, key: &ShardKey, owner: &str) -> Result<(), StoreError> {

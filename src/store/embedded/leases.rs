@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::EmbeddedStore;
 use crate::domain::execution::ByteRange;
 use crate::domain::{BatchId, TenantId};
-use crate::store::leases::{Acquired, ShardKey, ShardLeases, LEASE_RETENTION_SECS, QUEUED};
+use crate::store::leases::{Acquired, Holder, ShardKey, ShardLeases, LEASE_RETENTION_SECS, QUEUED};
 use crate::store::StoreError;
 
 /// `until` is the second the lease runs out; its index serves `expired`.
@@ -194,17 +194,19 @@ impl ShardLeases for EmbeddedStore {
         .await
     }
 
-    async fn holder(&self, key: &ShardKey, now_secs: i64) -> Result<Option<String>, StoreError> {
+    async fn holder(&self, key: &ShardKey) -> Result<Option<Holder>, StoreError> {
         let key = row(key)?;
         self.with_reader(move |conn| {
             Ok(conn
                 .prepare_cached(&format!(
-                    "SELECT owner FROM shard_leases WHERE {KEY_MATCH} AND until > ?5"
+                    "SELECT owner, until FROM shard_leases WHERE {KEY_MATCH}"
                 ))?
-                .query_row(
-                    params![key.tenant, key.batch, key.start, key.end, now_secs],
-                    |r| r.get(0),
-                )
+                .query_row(params![key.tenant, key.batch, key.start, key.end], |r| {
+                    Ok(Holder {
+                        owner: r.get(0)?,
+                        until: r.get(1)?,
+                    })
+                })
                 .optional()?)
         })
         .await
