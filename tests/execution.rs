@@ -832,7 +832,7 @@ async fn given_one_line_segments_then_a_3000_line_batch_on_disk_completes() {
 /// item, must complete a batch whose item would otherwise pass 400 KB.
 /// (Blobs are local: this is about the table.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "about 20 minutes on moto: run with --ignored"]
+#[ignore = "20 to 50 minutes on moto (BENCHMARKS.md): run with --ignored"]
 async fn given_one_line_segments_then_a_50000_line_batch_completes_on_moto() {
     const LINES: usize = 50_000;
     let mut config = execution(128 * 1024, 1);
