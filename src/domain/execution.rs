@@ -124,6 +124,23 @@ impl LatencyHistogram {
     }
 }
 
+/// The `id` of one request line's result in the output and error files:
+/// `batch_req_` + 32 hex digits, derived from the batch and the line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BatchRequestId(String);
+
+impl BatchRequestId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for BatchRequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Committed segments, keyed by their start offset.
 pub type Segments = BTreeMap<u64, Segment>;
 
@@ -217,9 +234,9 @@ impl BatchInstance<'_> {
 
     /// The `id` of a request line in the output: stable for a line of a batch,
     /// so a line run twice after a crash gets the same id both times.
-    pub fn request_id(&self, line_offset: u64) -> String {
+    pub fn request_id(&self, line_offset: u64) -> BatchRequestId {
         let digest = self.digest("request", &line_offset.to_be_bytes());
-        format!("batch_req_{}", &digest[..32])
+        BatchRequestId(format!("batch_req_{}", &digest[..32]))
     }
 
     /// The id of the batch's output or error file: derived, so a finalization
@@ -388,7 +405,7 @@ mod tests {
         assert_ne!(a.request_id(7), a.request_id(8));
         assert_ne!(a.request_id(7), b.request_id(7));
         assert_ne!(a.request_id(7), a_again.request_id(7));
-        assert!(a.request_id(0).starts_with("batch_req_"));
+        assert!(a.request_id(0).as_str().starts_with("batch_req_"));
     }
 
     #[test]

@@ -178,7 +178,7 @@ impl Worker {
                         let id = record.instance().request_id(line.offset);
                         serde_json::to_writer(
                             &mut buffer,
-                            &OutputLine::new(&id, &custom_id, &expired),
+                            &OutputLine::new(id.as_str(), &custom_id, &expired),
                         )
                         .map_err(std::io::Error::other)?;
                         buffer.push(b'\n');

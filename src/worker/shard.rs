@@ -233,7 +233,7 @@ impl Worker {
             retries += u64::from(execution.attempts.saturating_sub(1));
             latency.record(u64::try_from(execution.latency.as_millis()).unwrap_or(u64::MAX));
             let id = record.instance().request_id(line.offset);
-            let out = OutputLine::new(&id, &custom_id, &execution.outcome);
+            let out = OutputLine::new(id.as_str(), &custom_id, &execution.outcome);
             let target = if out.is_success() {
                 completed += 1;
                 if let Outcome::Response { body, .. } = &execution.outcome {
