@@ -876,33 +876,7 @@ async fn given_a_shard_whose_worker_died_then_reconcile_re_enqueues_it_once_its_
     backend: Backend,
 ) {
     let mut run = run(backend, FakeConfig::default(), execution(1 << 20, 4)).await;
-    // An hour: the stuck-batch path is not what takes the shard over.
-    run.worker.reconciler.stuck_after_secs = 3600;
-    let lines: Vec<String> = (0..10)
-        .map(|i| chat_line(&format!("r{i}"), json!({})))
-        .collect();
-    let id = run.create(&lines).await;
-    let validate = run.items.try_recv().expect("the validation item");
-    run.worker.handle(&validate).await.expect("validation");
-    let shard_item = run.items.try_recv().expect("the one shard");
-    assert!(run.items.try_recv().is_err(), "one shard only");
-    let WorkItem::RunShard {
-        tenant,
-        batch_id,
-        start,
-        end,
-    } = &shard_item
-    else {
-        panic!("not a shard: {shard_item:?}")
-    };
-    let key = ShardKey {
-        tenant: tenant.clone(),
-        batch: batch_id.clone(),
-        shard: lambda_batches::domain::execution::ByteRange {
-            start: *start,
-            end: *end,
-        },
-    };
+    let (id, shard_item, key) = one_shard_validated(&mut run, "r").await;
 
     // A worker took the shard and died: its lease stays, its heartbeats stop.
     let taken_at = run.app.clock.now_secs();
@@ -958,15 +932,7 @@ async fn given_a_shard_whose_worker_died_then_its_watch_re_enqueues_it_once_its_
     backend: Backend,
 ) {
     let mut run = run(backend, FakeConfig::default(), execution(1 << 20, 4)).await;
-    // An hour: neither the stuck-batch path nor a reconciler run is involved.
-    run.worker.reconciler.stuck_after_secs = 3600;
-    let lines: Vec<String> = (0..10)
-        .map(|i| chat_line(&format!("w{i}"), json!({})))
-        .collect();
-    let id = run.create(&lines).await;
-    let validate = run.items.try_recv().expect("the validation item");
-    run.worker.handle(&validate).await.expect("validation");
-    let shard_item = run.items.try_recv().expect("the one shard");
+    let (id, shard_item, key) = one_shard_validated(&mut run, "w").await;
     let WorkItem::RunShard {
         tenant,
         batch_id,
@@ -975,14 +941,6 @@ async fn given_a_shard_whose_worker_died_then_its_watch_re_enqueues_it_once_its_
     } = &shard_item
     else {
         panic!("not a shard: {shard_item:?}")
-    };
-    let key = ShardKey {
-        tenant: tenant.clone(),
-        batch: batch_id.clone(),
-        shard: lambda_batches::domain::execution::ByteRange {
-            start: *start,
-            end: *end,
-        },
     };
     let watch = WorkItem::WatchShard {
         tenant: tenant.clone(),
@@ -1021,4 +979,37 @@ async fn given_a_shard_whose_worker_died_then_its_watch_re_enqueues_it_once_its_
     let output = run.lines(&batch["output_file_id"]).await;
     let expected: Vec<String> = (0..10).map(|i| format!("w{i}")).collect();
     assert_eq!(custom_ids(&output), expected);
+}
+
+/// A ten-line, one-shard batch (custom ids `{prefix}0`..) past validation,
+/// with the stuck period at an hour so only leases bring a shard back: its
+/// id, its shard's work item (taken off the queue) and that shard's key.
+async fn one_shard_validated(run: &mut Run, prefix: &str) -> (String, WorkItem, ShardKey) {
+    run.worker.reconciler.stuck_after_secs = 3600;
+    let lines: Vec<String> = (0..10)
+        .map(|i| chat_line(&format!("{prefix}{i}"), json!({})))
+        .collect();
+    let id = run.create(&lines).await;
+    let validate = run.items.try_recv().expect("the validation item");
+    run.worker.handle(&validate).await.expect("validation");
+    let shard_item = run.items.try_recv().expect("the one shard");
+    assert!(run.items.try_recv().is_err(), "one shard only");
+    let WorkItem::RunShard {
+        tenant,
+        batch_id,
+        start,
+        end,
+    } = &shard_item
+    else {
+        panic!("not a shard: {shard_item:?}")
+    };
+    let key = ShardKey {
+        tenant: tenant.clone(),
+        batch: batch_id.clone(),
+        shard: lambda_batches::domain::execution::ByteRange {
+            start: *start,
+            end: *end,
+        },
+    };
+    (id, shard_item, key)
 }

@@ -6,13 +6,9 @@
 //! `created_order` (see `listing.rs`); TTL on `purge_at`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_dynamodb::error::{BoxError, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
@@ -29,11 +25,13 @@ mod ledger;
 mod listing;
 mod pending;
 mod quota;
+mod requests;
 mod segments;
 
 pub use keys::KEYS_PARTITION;
 use quota::Slot;
 pub use quota::{MAX_TRACKED_BATCHES, USAGE_ID};
+pub use requests::RequestCounter;
 
 use codec::{
     attribute, corrupt, dynamo_error, errors_count, from_item, live_record, number, number_u64,
@@ -50,33 +48,6 @@ pub const LISTING_INDEX: &str = "tenant-listing-index";
 /// Sparse index of batches in a non-terminal status, for the reconciler: only
 /// items carrying `pending_status` appear in it.
 pub const PENDING_INDEX: &str = "pending-index";
-
-/// Counts every HTTP request the client sends (retries included), so tests and
-/// benchmarks can assert round trips per API call.
-#[derive(Debug, Clone, Default)]
-pub struct RequestCounter(Arc<AtomicU64>);
-
-impl RequestCounter {
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-impl Intercept for RequestCounter {
-    fn name(&self) -> &'static str {
-        "RequestCounter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
